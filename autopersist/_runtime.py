@@ -1,0 +1,721 @@
+"""The runtime every instrumented module talks to: memoized op calls and their deps.
+
+One ``Runtime`` per process. Each instrumented module gets a ``ModuleState`` bound
+as ``__autopersist__`` (``register`` and ``op`` are what the rewritten code calls)
+and ``__autopersist_mark__``, the ``add`` method of ``Runtime.seen``: every tracked
+function adds its key to that set when it starts, so when an op call ends, the set
+holds exactly the project code that ran during it (per branch actually taken).
+
+An op call (``Runtime.call_op``):
+
+1. binds the arguments to the signature with defaults applied and hashes each value;
+2. looks up stored calls with the same op and inputs, and reuses the first whose
+   recorded dependencies (function versions, global values) all match the running
+   program; the result is unpickled anew, so it is equal and independent;
+3. otherwise runs the function with an empty ``seen`` set, turns the keys that ran
+   into dependencies (``"f:module:qualname" -> version``,
+   ``"g:module:NAME" -> value hash``), stores output and call, and merges the keys
+   back into the enclosing call's set.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FunctionType, ModuleType, TracebackType
+from typing import Any
+
+from autopersist._codec import dumps, loads
+from autopersist._config import Config
+from autopersist._hashing import (
+    combine,
+    content_hash,
+    is_immutable,
+    set_function_resolver,
+)
+from autopersist._storage import Storage
+from autopersist.errors import (
+    HashingError,
+    ImpureCallWarning,
+    NoNewCallsError,
+    UnhashableArgumentWarning,
+)
+
+LOG = logging.getLogger(__name__)
+
+_PACKAGE_DIR = str(Path(__file__).parent) + os.sep
+_PREVIEW_CHARS = 200
+
+
+@dataclass(eq=False)
+class FunctionInfo:
+    """A tracked function, method or class, as registered by its module."""
+
+    key: str
+    func_id: str  # "module:qualname": the identity stored in the store
+    module: ModuleState
+    qualname: str
+    kind: str
+    version: str
+    parent: FunctionInfo | None
+    global_reads: tuple[tuple[str, ...], ...]
+    writes_globals: bool
+    is_op: bool
+    first_line: int
+    last_line: int
+
+
+class ModuleState:
+    """Bound as ``__autopersist__`` in one instrumented module."""
+
+    def __init__(self, runtime: Runtime, name: str, namespace: dict[str, Any], path: str):
+        self.runtime = runtime
+        #: The module's identity in the store: its dotted path under the project
+        #: root (``pkg.mod``), the same whether imported or run as ``__main__``.
+        self.name = name
+        self.namespace = namespace
+        self.path = path
+        self.entries: list[FunctionInfo] = []
+
+    def register(self, prefix: str, rows: tuple[tuple[Any, ...], ...]) -> None:
+        """Called by the first line the rewriter inserts: the module's entry table."""
+        entries: list[FunctionInfo] = []
+        for index, row in enumerate(rows):
+            qualname, kind, version, parent, reads, writes, is_op, first, last = row
+            entries.append(
+                FunctionInfo(
+                    key=f"{prefix}:{index}",
+                    func_id=f"{self.name}:{qualname}",
+                    module=self,
+                    qualname=qualname,
+                    kind=kind,
+                    version=version,
+                    parent=entries[parent] if parent >= 0 else None,
+                    global_reads=reads,
+                    writes_globals=writes,
+                    is_op=is_op,
+                    first_line=first,
+                    last_line=last,
+                )
+            )
+        self.entries = entries
+        self.runtime.register_module(self)
+
+    def op(
+        self, index: int, ignore: tuple[str, ...] = (), always: bool = False
+    ) -> Callable[[FunctionType], Callable[..., Any]]:
+        """The decorator the rewriter puts innermost on every op."""
+        info = self.entries[index]
+        runtime = self.runtime
+
+        def decorate(func: FunctionType) -> Callable[..., Any]:
+            op = OpState(info, func, ignore=frozenset(ignore), always=always)
+
+            @functools.wraps(func)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return runtime.call_op(op, args, kwargs)
+
+            wrapper.__autopersist_op__ = op  # type: ignore[attr-defined]
+            return wrapper
+
+        return decorate
+
+
+class OpState:
+    """Per-op state: the raw function, how to bind its arguments, warnings given."""
+
+    def __init__(
+        self, info: FunctionInfo, func: FunctionType, *, ignore: frozenset[str], always: bool
+    ) -> None:
+        self.info = info
+        self.func = func
+        self.ignore = ignore
+        self.always = always
+        self.signature = inspect.signature(func)
+        params = list(self.signature.parameters.values())
+        simple = all(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params
+        )
+        #: Names for the fast path: all arguments given positionally, no defaults used.
+        self.positional_names = tuple(p.name for p in params) if simple else None
+        self.warned: set[str] = set()
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+        """``[(parameter, value)]`` in signature order, defaults applied.
+
+        :raises TypeError: the arguments do not fit the signature.
+        """
+        names = self.positional_names
+        if names is not None and not kwargs and len(args) == len(names):
+            return list(zip(names, args, strict=True))
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return list(bound.arguments.items())
+
+
+@dataclass
+class Frame:
+    """One op call being computed."""
+
+    op: OpState
+    #: Dependencies of reused nested calls (their code did not run, so no marks).
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Counters:
+    calls: int = 0
+    reused: int = 0
+    computed: int = 0
+    failed: int = 0
+    unmemoized: int = 0
+
+
+_MISSING = object()
+
+
+class Runtime:
+    """Process-wide state: registered modules and functions, the store, counters."""
+
+    def __init__(self, config: Config, storage: Storage, run_id: str) -> None:
+        self.config = config
+        self.storage = storage
+        self.run_id = run_id
+        self.seen: set[str] = set()
+        self.mark = self.seen.add
+        self.functions: dict[str, FunctionInfo] = {}  # by key
+        self.by_func_id: dict[str, FunctionInfo] = {}
+        self.modules: dict[str, ModuleState] = {}  # by identity
+        self._by_namespace: dict[int, ModuleState] = {}
+        self._by_import_name: dict[str, ModuleState] = {}
+        self.counters = Counters()
+        self._local = threading.local()
+        self._immutable_hashes: dict[int, tuple[object, str]] = {}
+        self._file_versions: dict[str, tuple[float, dict[str, str]]] = {}
+        self._accepted: set[tuple[str, str, str]] | None = None
+        set_function_resolver(self._function_version)
+
+    # -- modules ---------------------------------------------------------------
+
+    def new_module(self, name: str, namespace: dict[str, Any], path: str) -> ModuleState:
+        """The ``__autopersist__`` object for a module about to execute."""
+        state = ModuleState(self, name, namespace, path)
+        namespace["__autopersist__"] = state
+        namespace["__autopersist_mark__"] = self.mark
+        return state
+
+    def register_module(self, state: ModuleState) -> None:
+        self.modules[state.name] = state
+        self._by_namespace[id(state.namespace)] = state
+        import_name = state.namespace.get("__name__")
+        if isinstance(import_name, str):
+            self._by_import_name[import_name] = state
+        self._record_versions(state)
+        for info in state.entries:
+            self.functions[info.key] = info
+            self.by_func_id[info.func_id] = info
+
+    def _record_versions(self, state: ModuleState) -> None:
+        """Store each function's identity and the source of its current version."""
+        try:
+            lines = Path(state.path).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            lines = []
+        now = time.time()
+        for info in state.entries:
+            source = "\n".join(lines[info.first_line - 1 : info.last_line])
+            self.storage.add_row(
+                "INSERT OR IGNORE INTO functions VALUES (?, ?, ?, ?, ?)",
+                (info.func_id, state.name, info.qualname, info.kind, int(info.is_op)),
+            )
+            self.storage.add_row(
+                "INSERT OR IGNORE INTO versions VALUES (?, ?, ?, ?, ?)",
+                (info.func_id, info.version, source, now, self.run_id),
+            )
+
+    # -- op calls ------------------------------------------------------------------
+
+    @property
+    def stack(self) -> list[Frame]:
+        try:
+            stack: list[Frame] = self._local.stack
+        except AttributeError:
+            stack = self._local.stack = []
+        return stack
+
+    def call_op(self, op: OpState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run or reuse one call of ``op``."""
+        self.counters.calls += 1
+        try:
+            bound = op.bind(args, kwargs)
+        except TypeError:
+            return op.func(*args, **kwargs)  # let Python report the bad call itself
+        info = op.info
+        try:
+            input_hashes = [
+                (name, content_hash(value)) for name, value in bound if name not in op.ignore
+            ]
+        except HashingError as exc:
+            self._warn_unhashable(op, bound, exc)
+            self.counters.unmemoized += 1
+            return op.func(*args, **kwargs)
+        parts = [info.func_id]
+        for name, value_id in input_hashes:
+            parts.append(name)
+            parts.append(value_id)
+        inputs_id = combine(*parts)
+
+        hit = self._lookup(info.func_id, inputs_id)
+        if hit is not None:
+            call_id, deps, output_id = hit
+            try:
+                result = loads(self.storage.value_bytes(output_id))
+            except Exception as exc:  # a damaged value: compute instead
+                LOG.warning("stored value %s unreadable (%s); recomputing", output_id, exc)
+            else:
+                self.counters.reused += 1
+                stack = self.stack
+                if stack:
+                    stack[-1].extra.update(deps)
+                self.storage.add_row(
+                    "INSERT INTO uses VALUES (?, ?, ?)", (self.run_id, call_id, time.time())
+                )
+                return result
+        if self.config.no_new_calls:
+            shown = ", ".join(f"{n}={_preview(v, 40)}" for n, v in bound)
+            msg = (
+                f"run --no-new-calls: {info.func_id}({shown}) is not stored and would be "
+                "computed; run without --no-new-calls to compute it."
+            )
+            raise NoNewCallsError(msg)
+        return self._compute(op, args, kwargs, bound, input_hashes, inputs_id)
+
+    def _compute(
+        self,
+        op: OpState,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        bound: list[tuple[str, Any]],
+        input_hashes: list[tuple[str, str]],
+        inputs_id: str,
+    ) -> Any:
+        info = op.info
+        seen = self.seen
+        outer = set(seen)
+        seen.clear()
+        frame = Frame(op)
+        stack = self.stack
+        stack.append(frame)
+        globals_before = self._own_mutable_globals(info)
+        started = time.time()
+        t0 = time.perf_counter()
+        try:
+            result = op.func(*args, **kwargs)
+        except BaseException as exc:
+            duration = time.perf_counter() - t0
+            stack.pop()
+            ran = set(seen)
+            seen.update(outer)
+            if stack:
+                stack[-1].extra.update(frame.extra)
+            self.counters.failed += 1
+            self._record_failure(info, inputs_id, started, duration, exc)
+            raise
+        duration = time.perf_counter() - t0
+        stack.pop()
+        ran = set(seen)
+        seen.update(outer)
+        if stack:
+            stack[-1].extra.update(frame.extra)
+        self.counters.computed += 1
+        deps = self._dependencies(ran)
+        deps.update(frame.extra)
+        impure = self._impurity(op, ran, bound, input_hashes, globals_before)
+        try:
+            output_id = content_hash(result)
+            output_bytes = dumps(result)
+        except HashingError as exc:
+            self._warn(
+                op,
+                "output",
+                f"{info.func_id} returned a {type(result).__name__} that cannot be "
+                f"stored ({exc}); its calls run unmemoized.",
+                UnhashableArgumentWarning,
+            )
+            return result
+        self._store_call(
+            op, bound, input_hashes, inputs_id, deps, output_id, output_bytes, result,
+            status="impure" if impure else "ok", started=started, duration=duration,
+        )
+        return result
+
+    # -- dependencies --------------------------------------------------------------
+
+    def _dependencies(self, keys: set[str]) -> dict[str, str]:
+        """Turn the keys of code that ran into ``{dep name: version or value hash}``."""
+        deps: dict[str, str] = {}
+        functions = self.functions
+        for key in keys:
+            info = functions.get(key)
+            if info is None:
+                continue
+            deps["f:" + info.func_id] = info.version
+            parent = info.parent
+            while parent is not None:
+                deps["f:" + parent.func_id] = parent.version
+                parent = parent.parent
+            for chain in info.global_reads:
+                found = self._global_dep(info.module, chain)
+                if found is not None:
+                    deps[found[0]] = found[1]
+        return deps
+
+    def _global_dep(self, module: ModuleState, chain: tuple[str, ...]) -> tuple[str, str] | None:
+        """The dependency a read of ``chain`` in ``module`` stands for, if any.
+
+        Project functions are left out (they are dependencies when they run);
+        project classes stand for their version; library modules, functions and
+        classes are not dependencies; any other value stands for its content hash.
+        """
+        value = module.namespace.get(chain[0], _MISSING)
+        if value is _MISSING:
+            return None  # a builtin, or a name defined later
+        home, name = module, chain[0]
+        for attr in chain[1:]:
+            if not isinstance(value, ModuleType):
+                break
+            target = self._by_namespace.get(id(value.__dict__))
+            if target is None:
+                return None  # a library module
+            value = target.namespace.get(attr, _MISSING)
+            if value is _MISSING:
+                return None
+            home, name = target, attr
+        if isinstance(value, ModuleType):
+            return None
+        if isinstance(value, (FunctionType, type)):
+            info = self._info_of(value)
+            if info is not None:
+                if isinstance(value, type):
+                    return "f:" + info.func_id, info.version
+                return None
+            if isinstance(value, type) or self._is_library(value):
+                return None
+        try:
+            value_hash = self._global_hash(value)
+        except HashingError:
+            LOG.debug("global %s.%s is not hashable; not a dependency", home.name, name)
+            return None
+        return f"g:{home.name}:{name}", value_hash
+
+    def _info_of(self, obj: Any) -> FunctionInfo | None:
+        """The registered entry a function, op wrapper or class object belongs to."""
+        state = self._by_import_name.get(getattr(obj, "__module__", None) or "")
+        if state is None:
+            return None
+        qualname = getattr(obj, "__qualname__", "")
+        info = self.by_func_id.get(f"{state.name}:{qualname}")
+        return info
+
+    def _is_library(self, func: Any) -> bool:
+        code = getattr(func, "__code__", None)
+        if code is None:
+            return True
+        return self._by_import_name.get(getattr(func, "__module__", "") or "") is None
+
+    def _function_version(self, func: FunctionType) -> str | None:
+        """Code version of a project function, for hashing functions as values."""
+        op = getattr(func, "__autopersist_op__", None)
+        if op is not None:
+            return str(op.info.version)
+        info = self._info_of(func)
+        return info.version if info is not None else None
+
+    def _global_hash(self, value: object) -> str:
+        """Content hash of a global's value; immutable values are hashed once."""
+        if is_immutable(value):
+            cached = self._immutable_hashes.get(id(value))
+            if cached is not None and cached[0] is value:
+                return cached[1]
+            value_hash = content_hash(value)
+            if len(self._immutable_hashes) > 50_000:
+                self._immutable_hashes.clear()
+            self._immutable_hashes[id(value)] = (value, value_hash)
+            return value_hash
+        return content_hash(value)
+
+    # -- validity of stored calls -----------------------------------------------------
+
+    def _lookup(self, op_id: str, inputs_id: str) -> tuple[str, dict[str, str], str] | None:
+        for call_id, deps_id, output_id in self.storage.candidates(op_id, inputs_id):
+            deps = dict((name, value) for name, value in self.storage.deps(deps_id))
+            if self._deps_hold(deps):
+                return call_id, deps, output_id
+        return None
+
+    def _deps_hold(self, deps: dict[str, str]) -> bool:
+        for name, recorded in deps.items():
+            kind, _, rest = name.partition(":")
+            if kind == "f":
+                current = self.current_version(rest)
+                if current != recorded and not self._is_accepted(rest, recorded, current):
+                    return False
+            elif kind == "g":
+                module_name, _, global_name = rest.rpartition(":")
+                state = self.modules.get(module_name)
+                if state is None:
+                    return False
+                found = self._global_dep(state, (global_name,))
+                if found is None or found[1] != recorded:
+                    return False
+            else:
+                return False
+        return True
+
+    def _is_accepted(self, func_id: str, old: str, new: str | None) -> bool:
+        if new is None:
+            return False
+        if self._accepted is None:
+            self._accepted = self.storage.accepted_pairs()
+        return (func_id, old, new) in self._accepted
+
+    def current_version(self, func_id: str) -> str | None:
+        """The running version of a project function; parsed from its file when its
+        module was not imported in this process; None when it no longer exists."""
+        info = self.by_func_id.get(func_id)
+        if info is not None:
+            return info.version
+        module_name, _, qualname = func_id.rpartition(":")
+        if module_name in self.modules:
+            return None  # the module is loaded and has no such function any more
+        path = self._module_file(module_name)
+        if path is None:
+            return None
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            return None
+        cached = self._file_versions.get(path)
+        if cached is None or cached[0] != mtime:
+            from autopersist._transform import versions_of_module
+
+            try:
+                source = Path(path).read_text(encoding="utf-8")
+                cached = (mtime, versions_of_module(source))
+            except Exception:  # unparsable now: its functions have no current version
+                cached = (mtime, {})
+            self._file_versions[path] = cached
+        return cached[1].get(qualname)
+
+    def _module_file(self, module_name: str) -> str | None:
+        base = self.config.project_root.joinpath(*module_name.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return str(candidate)
+        return None
+
+    # -- purity ----------------------------------------------------------------------
+
+    def _own_mutable_globals(self, info: FunctionInfo) -> dict[str, str]:
+        """Hashes of the mutable globals the op's own code reads, before it runs."""
+        before: dict[str, str] = {}
+        namespace = info.module.namespace
+        for chain in info.global_reads:
+            value = namespace.get(chain[0], _MISSING)
+            if value is _MISSING or len(chain) > 1 or is_immutable(value):
+                continue
+            if isinstance(value, (ModuleType, FunctionType, type)):
+                continue
+            try:
+                before[chain[0]] = content_hash(value)
+            except HashingError:
+                continue
+        return before
+
+    def _impurity(
+        self,
+        op: OpState,
+        ran: set[str],
+        bound: list[tuple[str, Any]],
+        input_hashes: list[tuple[str, str]],
+        globals_before: dict[str, str],
+    ) -> str:
+        """Why this call must never be reused ("" when it can be)."""
+        cause = ""
+        for key in ran:
+            info = self.functions.get(key)
+            if info is not None and info.writes_globals:
+                cause = f"it assigns a module global (in {info.qualname})"
+                break
+        if not cause:
+            hashes = dict(input_hashes)
+            for name, value in bound:
+                if name in hashes and not is_immutable(value):
+                    try:
+                        changed = content_hash(value) != hashes[name]
+                    except HashingError:
+                        changed = False
+                    if changed:
+                        cause = f"it changed its argument {name!r} in place"
+                        break
+        if not cause and globals_before:
+            namespace = op.info.module.namespace
+            for name, before in globals_before.items():
+                try:
+                    changed = content_hash(namespace.get(name)) != before
+                except HashingError:
+                    changed = False
+                if changed:
+                    cause = f"it changed the module global {name!r} in place"
+                    break
+        if cause:
+            self._warn(
+                op,
+                "impure",
+                f"{op.info.func_id} will not be reused: {cause}, and reusing the call "
+                "could not repeat that.",
+                ImpureCallWarning,
+            )
+        return cause
+
+    # -- recording -------------------------------------------------------------------
+
+    def _store_call(
+        self,
+        op: OpState,
+        bound: list[tuple[str, Any]],
+        input_hashes: list[tuple[str, str]],
+        inputs_id: str,
+        deps: dict[str, str],
+        output_id: str,
+        output_bytes: bytes,
+        result: object,
+        *,
+        status: str,
+        started: float,
+        duration: float,
+    ) -> None:
+        storage = self.storage
+        info = op.info
+        dep_items = sorted(deps.items())
+        deps_json = json.dumps(dep_items, separators=(",", ":"))
+        deps_id = combine(*(part for item in dep_items for part in item))
+        storage.add_deps(deps_id, deps_json)
+        storage.add_value(output_id, output_bytes, _type_name(result), _preview(result))
+        hashes = dict(input_hashes)
+        edges: list[tuple[str, str, str, str | None]] = []
+        values = dict(bound)
+        if status == "ok":
+            call_id = combine(info.func_id, inputs_id, deps_id)
+        else:
+            call_id = uuid.uuid4().hex
+        for name, value_id in hashes.items():
+            value = values[name]
+            try:
+                storage.add_value(value_id, dumps(value), _type_name(value), _preview(value))
+            except HashingError:
+                continue
+            edges.append((call_id, "in", name, value_id, None))
+        edges.append((call_id, "out", "output", output_id, None))
+        parent = self.stack[-1].op.info.func_id if self.stack else None
+        storage.add_call(
+            (
+                call_id, info.func_id, info.version, inputs_id, deps_id, output_id,
+                status, self.run_id, parent, started, duration, None,
+            ),
+            edges,
+        )
+
+    def _record_failure(
+        self, info: FunctionInfo, inputs_id: str, started: float, duration: float,
+        exc: BaseException,
+    ) -> None:
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+        self.storage.add_call(
+            (
+                uuid.uuid4().hex, info.func_id, info.version, inputs_id, None, None,
+                "failed", self.run_id, None, started, duration, error,
+            ),
+            [],
+        )
+
+    # -- warnings --------------------------------------------------------------------
+
+    def _warn(self, op: OpState, kind: str, message: str, category: type[Warning]) -> None:
+        if kind in op.warned:
+            return
+        op.warned.add(kind)
+        warnings.warn(message, category, stacklevel=_user_stacklevel())
+
+    def _warn_unhashable(
+        self, op: OpState, bound: list[tuple[str, Any]], exc: HashingError
+    ) -> None:
+        name = next(
+            (n for n, v in bound if n not in op.ignore and not _hashable(v)), "?"
+        )
+        value = dict(bound).get(name)
+        self._warn(
+            op,
+            "unhashable",
+            f"{op.info.func_id} runs unmemoized: argument {name!r} is a "
+            f"{type(value).__name__} that cannot be hashed ({exc}). Add "
+            f"'# persist: ignore={name}' to the def line if it does not affect the "
+            "result.",
+            UnhashableArgumentWarning,
+        )
+
+
+def _hashable(value: object) -> bool:
+    try:
+        content_hash(value)
+    except HashingError:
+        return False
+    return True
+
+
+def _type_name(value: object) -> str:
+    cls = type(value)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _preview(value: object, limit: int = _PREVIEW_CHARS) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _user_stacklevel() -> int:
+    """Stack level of the first frame outside autopersist, for warnings."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
+def strip_own_frames(tb: TracebackType | None) -> TracebackType | None:
+    """The traceback without autopersist's frames, so the user sees only their code."""
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    head = tb
+    while tb is not None and tb.tb_next is not None:
+        if tb.tb_next.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            tb.tb_next = tb.tb_next.tb_next
+        else:
+            tb = tb.tb_next
+    return head

@@ -1,0 +1,64 @@
+"""The store's SQLite schema, in one place, with its version.
+
+Tables (documented for users in docs/store.md):
+
+``runs``       one row per run: script, argv, cwd, times, exit status, Python, counters
+``functions``  one row per project function, method or class ever seen (``func_id`` is
+               ``module:qualname``)
+``versions``   one row per code version of a function, with its source and first sight
+``accepted``   ``autopersist accept``: new version declared compatible with an old one
+``calls``      one row per computed op call (never overwritten): op, version,
+               ``inputs_id``, ``deps_id``, ``output_id``, status, run, parent call, timing
+``call_values`` edges between calls and values: one row per input (role ``in``) and
+               output (role ``out``), with the parameter name and the producing call
+``deps``       dependency sets, shared by the calls that have the same one (JSON list
+               of ``[kind, name, hash]``)
+``uses``       reuses of stored calls: which run reused which call, when
+``value_rows`` values: type, size, a short preview, the pickled bytes inline when
+               small (``data``), else NULL and the bytes in ``blobs/ab/cdef...``
+"""
+
+from __future__ import annotations
+
+#: Bump when the schema changes; a store with a higher version is refused.
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS _autopersist_meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, script TEXT, argv TEXT, cwd TEXT, started REAL,
+    ended REAL, status INTEGER, python TEXT, packages TEXT, pid INTEGER,
+    calls INTEGER DEFAULT 0, reused INTEGER DEFAULT 0, computed INTEGER DEFAULT 0,
+    failed INTEGER DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS functions (
+    func_id TEXT PRIMARY KEY, module TEXT, qualname TEXT, kind TEXT, is_op INTEGER
+);
+CREATE TABLE IF NOT EXISTS versions (
+    func_id TEXT, version_id TEXT, source TEXT, first_seen REAL, run_id TEXT,
+    PRIMARY KEY (func_id, version_id)
+);
+CREATE TABLE IF NOT EXISTS accepted (
+    func_id TEXT, old_version TEXT, new_version TEXT, accepted_at REAL,
+    PRIMARY KEY (func_id, old_version, new_version)
+);
+CREATE TABLE IF NOT EXISTS value_rows (
+    value_id TEXT PRIMARY KEY, type TEXT, size INTEGER, preview TEXT, data BLOB,
+    created REAL
+);
+CREATE TABLE IF NOT EXISTS deps (deps_id TEXT PRIMARY KEY, data TEXT);
+CREATE TABLE IF NOT EXISTS calls (
+    call_id TEXT PRIMARY KEY, op_id TEXT, version_id TEXT, inputs_id TEXT,
+    deps_id TEXT, output_id TEXT, status TEXT, run_id TEXT, parent_call_id TEXT,
+    started REAL, duration REAL, error TEXT
+);
+CREATE INDEX IF NOT EXISTS calls_by_inputs ON calls (op_id, inputs_id);
+CREATE INDEX IF NOT EXISTS calls_by_run ON calls (run_id);
+CREATE TABLE IF NOT EXISTS call_values (
+    call_id TEXT, role TEXT, name TEXT, value_id TEXT, source_call_id TEXT,
+    PRIMARY KEY (call_id, role, name)
+);
+CREATE INDEX IF NOT EXISTS call_values_by_value ON call_values (value_id);
+CREATE TABLE IF NOT EXISTS uses (run_id TEXT, call_id TEXT, used_at REAL);
+CREATE INDEX IF NOT EXISTS uses_by_call ON uses (call_id);
+"""

@@ -1,0 +1,116 @@
+"""Everything that needs libcst: marker check, analysis, rewrite, code versions.
+
+``has_marker`` is the cheap gate and imports no libcst; ``rewrite_source`` and
+``versions_of_module`` import libcst on first use, so a run whose modules are all
+served from the bytecode cache never loads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from types import CodeType
+from typing import TYPE_CHECKING
+
+from autopersist._transform._marker import has_marker, parse_directive
+from autopersist.errors import TransformError
+
+if TYPE_CHECKING:
+    from autopersist._transform._analysis import Entry
+
+__all__ = [
+    "Rewritten",
+    "compile_rewritten",
+    "has_marker",
+    "parse_directive",
+    "rewrite_source",
+    "versions_of_module",
+]
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    """The instrumented text of a module and the entries found in it."""
+
+    text: str
+    entries: tuple[Entry, ...]
+    prefix: str
+
+
+def module_prefix(source: str, path: str) -> str:
+    """Makes runtime keys unique per module within a process, and deterministic, so
+    that the rewritten bytecode can be cached."""
+    return hashlib.sha256(f"{path}\0{source}".encode()).hexdigest()[:10]
+
+
+def _syntax_error(source: str, path: str) -> TransformError | None:
+    try:
+        compile(source, path, "exec", dont_inherit=True, flags=0x400)  # only parse
+    except SyntaxError as exc:
+        where = f"{path}:{exc.lineno or 0}:{exc.offset or 0}"
+        return TransformError(
+            f"{where}: syntax error in a module autopersist instruments: {exc.msg}. "
+            "Fix the line, or remove the '# persist' marker to run it as plain Python."
+        )
+    return None
+
+
+def rewrite_source(source: str, *, path: str = "<string>", make_ops: bool = True) -> Rewritten:
+    """Instrument ``source``: ops when ``make_ops`` (marked modules), tracking always.
+
+    Rewriting already-rewritten text returns it unchanged.
+
+    :raises TransformError: the source has a syntax error or cannot be instrumented.
+    """
+    import libcst as cst
+    from libcst.metadata import MetadataWrapper
+
+    from autopersist._names import MARK_NAME
+    from autopersist._transform._analysis import GatherEntriesVisitor
+    from autopersist._transform._instrument import (
+        InstrumentModuleTransformer,
+        register_call,
+    )
+    from autopersist._transform._normalize import versions_of_parsed
+
+    prefix = module_prefix(source, path)
+    if f"{MARK_NAME}(" in source:
+        return Rewritten(source, (), prefix)
+    error = _syntax_error(source, path)
+    if error is not None:
+        raise error
+    try:
+        wrapper = MetadataWrapper(cst.parse_module(source))
+    except cst.ParserSyntaxError as exc:
+        msg = (
+            f"{path}:{exc.raw_line}:{exc.raw_column}: autopersist cannot parse this "
+            f"module ({exc.message}); run it with AUTOPERSIST_DISABLE=1 or remove the "
+            "'# persist' marker, and report the line."
+        )
+        raise TransformError(msg) from exc
+    gather = GatherEntriesVisitor(source.splitlines())
+    wrapper.visit(gather)
+    entries = gather.entries
+    if not make_ops:
+        for entry in entries:
+            entry.is_op = False
+            entry.not_op_reason = "module has no '# persist' marker"
+    versions = versions_of_parsed(wrapper)
+    register = register_call(prefix, entries, [versions[e.node] for e in entries])
+    transformer = InstrumentModuleTransformer({e.node: e for e in entries}, prefix, register)
+    text = wrapper.module.visit(transformer).code
+    return Rewritten(text, tuple(entries), prefix)
+
+
+def compile_rewritten(text: str, filename: str) -> CodeType:
+    """Compile rewritten text keeping the original line numbers."""
+    from autopersist._transform._compile import compile_rewritten as _compile
+
+    return _compile(text, filename)
+
+
+def versions_of_module(source: str) -> dict[str, str]:
+    """``{qualname: version}`` for the functions, classes and methods of ``source``."""
+    from autopersist._transform._normalize import versions_of_module as _versions
+
+    return _versions(source)

@@ -1,0 +1,124 @@
+"""The ``autopersist`` command line (also ``python -m autopersist``).
+
+Library errors (``AutopersistError``) become one line on stderr and exit status 1;
+usage errors exit with 2 (click). With ``AUTOPERSIST_DEBUG=1`` the full traceback
+is shown as well.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from autopersist._config import load_config
+from autopersist._names import ENV_DEBUG
+from autopersist.errors import AutopersistError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Group(click.Group):
+    """Turns ``AutopersistError`` into a one-line message and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AutopersistError as exc:
+            if os.environ.get(ENV_DEBUG):
+                raise
+            raise click.ClickException(str(exc)) from exc
+
+
+def store_option(func: F) -> F:
+    return click.option(
+        "--store",
+        "store",
+        metavar="DIR",
+        default=None,
+        help="Store directory (default: ./.autopersist or $AUTOPERSIST_STORE).",
+    )(func)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@store_option
+@click.version_option(package_name="autopersist")
+@click.pass_context
+def main(ctx: click.Context, store: str | None) -> None:
+    """Plain Python scripts whose function calls save, reuse, version and query
+    themselves. Mark a module with a '# persist' line and run it with
+    'autopersist run'."""
+    ctx.obj = {"store": store}
+
+
+def _store(ctx: click.Context, store: str | None) -> str | None:
+    return store or (ctx.obj or {}).get("store")
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+@store_option
+@click.option("-m", "module", metavar="MODULE", default=None, help="Run a module as __main__.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary line at the end.")
+@click.option(
+    "--no-new-calls",
+    is_flag=True,
+    help="Fail instead of computing any call that is not stored.",
+)
+@click.argument("target", required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    store: str | None,
+    module: str | None,
+    quiet: bool,
+    no_new_calls: bool,
+    target: str | None,
+    args: tuple[str, ...],
+) -> None:
+    """Run SCRIPT (or -m MODULE) with memoization; ARGS go to the script."""
+    from autopersist._launch import run as run_target
+
+    if module is None and target is None:
+        raise click.UsageError("give a script to run, or -m MODULE.")
+    script_args = list(args)
+    if module is not None and target is not None:
+        script_args.insert(0, target)
+    config = load_config(_store(ctx, store), no_new_calls=no_new_calls)
+    if config.quiet:
+        quiet = True
+    result = run_target(
+        config,
+        module if module is not None else str(target),
+        script_args,
+        as_module=module is not None,
+    )
+    sys.stdout.flush()
+    if not quiet:
+        click.echo(result.summary(), err=True)
+    ctx.exit(result.status)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+def rewrite(file: str) -> None:
+    """Print the instrumented source of FILE (for debugging)."""
+    from autopersist._transform import has_marker, rewrite_source
+
+    with open(file, "rb") as handle:
+        data = handle.read()
+    try:
+        source = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{file} is not UTF-8 text; save it as UTF-8.") from exc
+    rewritten = rewrite_source(source, path=os.path.abspath(file), make_ops=has_marker(data))
+    click.echo(rewritten.text, nl=False)
+    for entry in rewritten.entries:
+        if entry.kind == "function":
+            what = "op" if entry.is_op else f"not an op: {entry.not_op_reason}"
+            click.echo(f"# {entry.qualname}: {what}", err=True)
