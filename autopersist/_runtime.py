@@ -151,6 +151,11 @@ class OpState:
         self.positional_names = tuple(p.name for p in params) if simple else None
         self.warned: set[str] = set()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # An op wrapper passed as a value is hashed with its closure, which holds
+        # this object: let it stand for the op's identity and version.
+        return (str, (f"{self.info.func_id}@{self.info.version}",))
+
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
         """``[(parameter, value)]`` in signature order, defaults applied.
 
@@ -187,6 +192,10 @@ _MISSING = object()
 
 class Runtime:
     """Process-wide state: registered modules and functions, the store, counters."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Held in every op wrapper's closure; carries no content of its own.
+        return (str, ("autopersist.Runtime",))
 
     def __init__(self, config: Config, storage: Storage, run_id: str) -> None:
         self.config = config
