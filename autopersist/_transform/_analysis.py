@@ -122,7 +122,12 @@ class GatherEntriesVisitor(cst.CSTVisitor):
             kind=kind,
             node=node,
             parent=self._class_stack[-1].index if self._class_stack else -1,
-            first_line=position.start.line,
+            # The source shown for a version includes the decorators.
+            first_line=(
+                self.get_metadata(PositionProvider, node.decorators[0]).start.line
+                if node.decorators
+                else position.start.line
+            ),
             last_line=position.end.line,
         )
         self.entries.append(entry)
