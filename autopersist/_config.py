@@ -48,7 +48,9 @@ def store_dir_from(value: str | os.PathLike[str] | None) -> Path:
     return Path(chosen).expanduser().absolute()
 
 
-def load_config(store: str | os.PathLike[str] | None = None, **overrides: object) -> Config:
+def load_config(
+    store: str | os.PathLike[str] | None = None, **overrides: object
+) -> Config:
     """A ``Config`` from the environment, with explicit ``overrides`` winning."""
     root = Path(os.environ.get(ENV_ROOT) or os.getcwd()).absolute()
     values: dict[str, object] = {

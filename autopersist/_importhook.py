@@ -24,8 +24,8 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
-from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
 from importlib.abc import MetaPathFinder
+from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
 from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
@@ -43,14 +43,16 @@ CACHE_TAG = "autopersist010r1"
 _original_cache_from_source = bootstrap_external.cache_from_source
 
 
-def _tagged_cache_from_source(path: str, debug_override: Any = None, *, optimization: Any = None) -> str:
+def _tagged_cache_from_source(
+    path: str, debug_override: Any = None, *, optimization: Any = None
+) -> str:
     return _original_cache_from_source(path, optimization=CACHE_TAG)
 
 
 @contextlib.contextmanager
 def _our_cache_names() -> Iterator[None]:
     """Make SourceLoader read and write rewritten bytecode under our tag only."""
-    bootstrap_external.cache_from_source = _tagged_cache_from_source
+    bootstrap_external.cache_from_source = _tagged_cache_from_source  # type: ignore[assignment]
     try:
         yield
     finally:
@@ -101,9 +103,13 @@ class Session:
                     "INSERT OR IGNORE INTO runs (run_id, script, argv, cwd, started, "
                     "python, pid) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
-                        self.run_id, self.script or " ".join(sys.argv), json.dumps(self.argv),
+                        self.run_id,
+                        self.script or " ".join(sys.argv),
+                        json.dumps(self.argv),
                         os.getcwd(),
-                        self.started, sys.version.split()[0], os.getpid(),
+                        self.started,
+                        sys.version.split()[0],
+                        os.getpid(),
                     ),
                 )
             self._runtime = Runtime(self.config, storage, self.run_id)
@@ -143,7 +149,13 @@ class Session:
                     "UPDATE runs SET ended = ?, status = ?, calls = calls + ?, "
                     "reused = reused + ?, computed = computed + ?, failed = failed + ?, "
                     "packages = ? WHERE run_id = ?",
-                    (time.time(), status, *totals, json.dumps(_packages()), self.run_id),
+                    (
+                        time.time(),
+                        status,
+                        *totals,
+                        json.dumps(_packages()),
+                        self.run_id,
+                    ),
                 )
         finally:
             runtime.storage.close()
@@ -220,7 +232,9 @@ class PersistLoader(SourceFileLoader):
 
     def exec_module(self, module: ModuleType) -> None:
         path = self.get_filename(module.__name__)
-        self.session.runtime.new_module(self.session.identity(path), module.__dict__, path)
+        self.session.runtime.new_module(
+            self.session.identity(path), module.__dict__, path
+        )
         super().exec_module(module)
 
 
@@ -229,7 +243,9 @@ def instrumented_code(data: bytes, path: str, *, debug: bool = False) -> CodeTyp
     source = bootstrap_external.decode_source(data)
     rewritten = rewrite_source(source, path=path, make_ops=has_marker(data))
     if debug:
-        sys.stderr.write(f"---- autopersist: {path} ----\n{rewritten.text}\n---- end ----\n")
+        sys.stderr.write(
+            f"---- autopersist: {path} ----\n{rewritten.text}\n---- end ----\n"
+        )
     return compile_rewritten(rewritten.text, path)
 
 
@@ -240,7 +256,10 @@ class PersistFinder(MetaPathFinder):
         self.session = session
 
     def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
     ) -> ModuleSpec | None:
         if fullname.partition(".")[0] == "autopersist":
             return None
@@ -273,7 +292,10 @@ class HookHandle:
 
 
 def install(
-    store: str | os.PathLike[str] | None = None, *, script: str = "", argv: Sequence[str] = ()
+    store: str | os.PathLike[str] | None = None,
+    *,
+    script: str = "",
+    argv: Sequence[str] = (),
 ) -> HookHandle:
     """Turn the import hook on in this process; idempotent.
 

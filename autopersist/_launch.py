@@ -26,7 +26,6 @@ from autopersist._importhook import (
     current_session,
     deactivate,
     install,
-    instrumented_code,
 )
 from autopersist._runtime import strip_own_frames
 from autopersist.errors import AutopersistError, StorageError, TransformError
@@ -111,7 +110,10 @@ def run(
     if not as_module:
         script = os.path.abspath(target)
         if not os.path.isfile(script):
-            msg = f"no such script: {target}; check the path (to run a module, use 'run -m {target}')."
+            msg = (
+                f"no such script: {target}; check the path "
+                f"(to run a module, use 'run -m {target}')."
+            )
             raise AutopersistError(msg)
         sys.path.insert(0, os.path.dirname(script))
         display = target
@@ -174,7 +176,9 @@ def _replace_idle_session() -> None:
     line was read, so that ``run``'s options (``--store``) apply."""
     session = current_session()
     if session is not None and not session.started_runtime:
-        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, PersistFinder)]
+        sys.meta_path[:] = [
+            f for f in sys.meta_path if not isinstance(f, PersistFinder)
+        ]
         deactivate(None)
 
 

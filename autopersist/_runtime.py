@@ -79,7 +79,9 @@ class FunctionInfo:
 class ModuleState:
     """Bound as ``__autopersist__`` in one instrumented module."""
 
-    def __init__(self, runtime: Runtime, name: str, namespace: dict[str, Any], path: str):
+    def __init__(
+        self, runtime: Runtime, name: str, namespace: dict[str, Any], path: str
+    ):
         self.runtime = runtime
         #: The module's identity in the store: its dotted path under the project
         #: root (``pkg.mod``), the same whether imported or run as ``__main__``.
@@ -136,7 +138,12 @@ class OpState:
     """Per-op state: the raw function, how to bind its arguments, warnings given."""
 
     def __init__(
-        self, info: FunctionInfo, func: FunctionType, *, ignore: frozenset[str], always: bool
+        self,
+        info: FunctionInfo,
+        func: FunctionType,
+        *,
+        ignore: frozenset[str],
+        always: bool,
     ) -> None:
         self.info = info
         self.func = func
@@ -156,7 +163,9 @@ class OpState:
         # this object: let it stand for the op's identity and version.
         return (str, (f"{self.info.func_id}@{self.info.version}",))
 
-    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+    def bind(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> list[tuple[str, Any]]:
         """``[(parameter, value)]`` in signature order, defaults applied.
 
         :raises TypeError: the arguments do not fit the signature.
@@ -217,7 +226,9 @@ class Runtime:
 
     # -- modules ---------------------------------------------------------------
 
-    def new_module(self, name: str, namespace: dict[str, Any], path: str) -> ModuleState:
+    def new_module(
+        self, name: str, namespace: dict[str, Any], path: str
+    ) -> ModuleState:
         """The ``__autopersist__`` object for a module about to execute."""
         state = ModuleState(self, name, namespace, path)
         namespace["__autopersist__"] = state
@@ -263,7 +274,9 @@ class Runtime:
             stack = self._local.stack = []
         return stack
 
-    def call_op(self, op: OpState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call_op(
+        self, op: OpState, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         """Run or reuse one call of ``op``."""
         self.counters.calls += 1
         try:
@@ -273,7 +286,9 @@ class Runtime:
         info = op.info
         try:
             input_hashes = [
-                (name, content_hash(value)) for name, value in bound if name not in op.ignore
+                (name, content_hash(value))
+                for name, value in bound
+                if name not in op.ignore
             ]
         except HashingError as exc:
             self._warn_unhashable(op, bound, exc)
@@ -291,14 +306,17 @@ class Runtime:
             try:
                 result = loads(self.storage.value_bytes(output_id))
             except Exception as exc:  # a damaged value: compute instead
-                LOG.warning("stored value %s unreadable (%s); recomputing", output_id, exc)
+                LOG.warning(
+                    "stored value %s unreadable (%s); recomputing", output_id, exc
+                )
             else:
                 self.counters.reused += 1
                 stack = self.stack
                 if stack:
                     stack[-1].extra.update(deps)
                 self.storage.add_row(
-                    "INSERT INTO uses VALUES (?, ?, ?)", (self.run_id, call_id, time.time())
+                    "INSERT INTO uses VALUES (?, ?, ?)",
+                    (self.run_id, call_id, time.time()),
                 )
                 return result
         if self.config.no_new_calls:
@@ -364,8 +382,17 @@ class Runtime:
             )
             return result
         self._store_call(
-            op, bound, input_hashes, inputs_id, deps, output_id, output_bytes, result,
-            status="impure" if impure else "ok", started=started, duration=duration,
+            op,
+            bound,
+            input_hashes,
+            inputs_id,
+            deps,
+            output_id,
+            output_bytes,
+            result,
+            status="impure" if impure else "ok",
+            started=started,
+            duration=duration,
         )
         return result
 
@@ -390,7 +417,9 @@ class Runtime:
                     deps[found[0]] = found[1]
         return deps
 
-    def _global_dep(self, module: ModuleState, chain: tuple[str, ...]) -> tuple[str, str] | None:
+    def _global_dep(
+        self, module: ModuleState, chain: tuple[str, ...]
+    ) -> tuple[str, str] | None:
         """The dependency a read of ``chain`` in ``module`` stands for, if any.
 
         Project functions are left out (they are dependencies when they run);
@@ -466,7 +495,9 @@ class Runtime:
 
     # -- validity of stored calls -----------------------------------------------------
 
-    def _lookup(self, op_id: str, inputs_id: str) -> tuple[str, dict[str, str], str] | None:
+    def _lookup(
+        self, op_id: str, inputs_id: str
+    ) -> tuple[str, dict[str, str], str] | None:
         for call_id, deps_id, output_id in self.storage.candidates(op_id, inputs_id):
             deps = dict((name, value) for name, value in self.storage.deps(deps_id))
             if self._deps_hold(deps):
@@ -478,7 +509,9 @@ class Runtime:
             kind, _, rest = name.partition(":")
             if kind == "f":
                 current = self.current_version(rest)
-                if current != recorded and not self._is_accepted(rest, recorded, current):
+                if current != recorded and not self._is_accepted(
+                    rest, recorded, current
+                ):
                     return False
             elif kind == "g":
                 module_name, _, global_name = rest.rpartition(":")
@@ -623,16 +656,19 @@ class Runtime:
         storage.add_deps(deps_id, deps_json)
         storage.add_value(output_id, output_bytes, _type_name(result), _preview(result))
         hashes = dict(input_hashes)
-        edges: list[tuple[str, str, str, str | None]] = []
+        edges: list[tuple[str, str, str, str, str | None]] = []
         values = dict(bound)
-        if status == "ok":
-            call_id = combine(info.func_id, inputs_id, deps_id)
-        else:
-            call_id = uuid.uuid4().hex
+        # A reusable call's id is derived from what makes it reusable, so two
+        # processes computing the same call store it once.
+        call_id = (
+            combine(info.func_id, inputs_id, deps_id) if status == "ok" else uuid.uuid4().hex
+        )
         for name, value_id in hashes.items():
             value = values[name]
             try:
-                storage.add_value(value_id, dumps(value), _type_name(value), _preview(value))
+                storage.add_value(
+                    value_id, dumps(value), _type_name(value), _preview(value)
+                )
             except HashingError:
                 continue
             edges.append((call_id, "in", name, value_id, None))
@@ -640,28 +676,54 @@ class Runtime:
         parent = self.stack[-1].op.info.func_id if self.stack else None
         storage.add_call(
             (
-                call_id, info.func_id, info.version, inputs_id, deps_id, output_id,
-                status, self.run_id, parent, started, duration, None,
+                call_id,
+                info.func_id,
+                info.version,
+                inputs_id,
+                deps_id,
+                output_id,
+                status,
+                self.run_id,
+                parent,
+                started,
+                duration,
+                None,
             ),
             edges,
         )
 
     def _record_failure(
-        self, info: FunctionInfo, inputs_id: str, started: float, duration: float,
+        self,
+        info: FunctionInfo,
+        inputs_id: str,
+        started: float,
+        duration: float,
         exc: BaseException,
     ) -> None:
         error = f"{type(exc).__name__}: {exc}"[:1000]
         self.storage.add_call(
             (
-                uuid.uuid4().hex, info.func_id, info.version, inputs_id, None, None,
-                "failed", self.run_id, None, started, duration, error,
+                uuid.uuid4().hex,
+                info.func_id,
+                info.version,
+                inputs_id,
+                None,
+                None,
+                "failed",
+                self.run_id,
+                None,
+                started,
+                duration,
+                error,
             ),
             [],
         )
 
     # -- warnings --------------------------------------------------------------------
 
-    def _warn(self, op: OpState, kind: str, message: str, category: type[Warning]) -> None:
+    def _warn(
+        self, op: OpState, kind: str, message: str, category: type[Warning]
+    ) -> None:
         if kind in op.warned:
             return
         op.warned.add(kind)

@@ -236,7 +236,9 @@ class Storage:
     def blob_path(self, value_id: str) -> Path:
         return self.store_dir / BLOB_DIR / value_id[:2] / value_id[2:]
 
-    def add_value(self, value_id: str, data: bytes, type_name: str, preview: str) -> None:
+    def add_value(
+        self, value_id: str, data: bytes, type_name: str, preview: str
+    ) -> None:
         """Store a value once; large ones go to a blob file written right away."""
         if value_id in self._known_values:
             return
@@ -248,8 +250,8 @@ class Storage:
             self._write_blob(value_id, data)
             inline = None
         with self._lock:
-            self.pending_values[value_id] = data if inline is not None else self.blob_path(
-                value_id
+            self.pending_values[value_id] = (
+                data if inline is not None else self.blob_path(value_id)
             )
             self._buffer.append(
                 (
@@ -288,7 +290,7 @@ class Storage:
     def add_call(
         self,
         row: tuple[Any, ...],
-        edges: list[tuple[str, str, str, str | None]],
+        edges: list[tuple[str, str, str, str, str | None]],
     ) -> None:
         """Buffer a call row (``calls`` column order) and its value edges."""
         call_id, op_id, _version, inputs_id, deps_id, output_id, status = row[:7]

@@ -62,7 +62,9 @@ def _store(ctx: click.Context, store: str | None) -> str | None:
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
 )
 @store_option
-@click.option("-m", "module", metavar="MODULE", default=None, help="Run a module as __main__.")
+@click.option(
+    "-m", "module", metavar="MODULE", default=None, help="Run a module as __main__."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No summary line at the end.")
 @click.option(
     "--no-new-calls",
@@ -115,8 +117,12 @@ def rewrite(file: str) -> None:
     try:
         source = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise click.ClickException(f"{file} is not UTF-8 text; save it as UTF-8.") from exc
-    rewritten = rewrite_source(source, path=os.path.abspath(file), make_ops=has_marker(data))
+        raise click.ClickException(
+            f"{file} is not UTF-8 text; save it as UTF-8."
+        ) from exc
+    rewritten = rewrite_source(
+        source, path=os.path.abspath(file), make_ops=has_marker(data)
+    )
     click.echo(rewritten.text, nl=False)
     for entry in rewritten.entries:
         if entry.kind == "function":

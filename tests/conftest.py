@@ -60,7 +60,9 @@ class Project:
         env.update(extra)
         return env
 
-    def _run(self, args: list[str], env: dict[str, str] | None, timeout: float) -> Result:
+    def _run(
+        self, args: list[str], env: dict[str, str] | None, timeout: float
+    ) -> Result:
         proc = subprocess.run(
             args,
             cwd=self.root,
@@ -72,7 +74,9 @@ class Project:
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
-    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> Result:
         """``python -m autopersist ARGS`` in the project directory."""
         return self._run([sys.executable, "-m", "autopersist", *args], env, timeout)
 
@@ -80,7 +84,9 @@ class Project:
         """``python -m autopersist run SCRIPT ARGS``."""
         return self.cli("run", script, *args, **kw)  # type: ignore[arg-type]
 
-    def python(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
+    def python(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> Result:
         """Plain ``python ARGS`` (no autopersist) in the project directory."""
         return self._run([sys.executable, *args], env, timeout)
 

@@ -21,9 +21,13 @@ def test_syntax_tour_prints_the_same_plain_first_and_second_run(project):
     assert first.stdout == plain.stdout
     assert second.stdout == plain.stdout
     # bump() assigns a global and record() appends to one: never reused, and said so
-    assert "syntax_tour:bump will not be reused: it assigns a module global" in first.stderr
-    assert "syntax_tour:record will not be reused: it changed the module global 'LOG'" in (
-        first.stderr
+    assert (
+        "syntax_tour:bump will not be reused: it assigns a module global"
+        in first.stderr
+    )
+    assert (
+        "syntax_tour:record will not be reused: it changed the module global 'LOG'"
+        in (first.stderr)
     )
     assert second.counts()["reused"] > 10
 

@@ -17,7 +17,14 @@ from autopersist._transform import has_marker, parse_directive
         "#!/usr/bin/env python\n# persist\nimport os\n",
         "# persist\r\nx = 1\r\n",
     ],
-    ids=["plain", "trailing-spaces", "not-first-line", "with-options", "after-shebang", "crlf"],
+    ids=[
+        "plain",
+        "trailing-spaces",
+        "not-first-line",
+        "with-options",
+        "after-shebang",
+        "crlf",
+    ],
 )
 def test_marker_accepted(source):
     assert has_marker(source.encode())
@@ -37,8 +44,15 @@ def test_marker_accepted(source):
         "# Persist\n",
     ],
     ids=[
-        "empty", "longer-word", "no-space", "suffix", "indented", "trailing-comment",
-        "inside-string", "extra-words", "capitalised",
+        "empty",
+        "longer-word",
+        "no-space",
+        "suffix",
+        "indented",
+        "trailing-comment",
+        "inside-string",
+        "extra-words",
+        "capitalised",
     ],
 )
 def test_marker_rejected(source):

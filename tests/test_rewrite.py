@@ -26,7 +26,9 @@ def original_lines(rewritten: str) -> list[str]:
 
 
 def rewrite(before: str, *, make_ops: bool = True) -> str:
-    text = rewrite_source(textwrap.dedent(before), path="mod.py", make_ops=make_ops).text
+    text = rewrite_source(
+        textwrap.dedent(before), path="mod.py", make_ops=make_ops
+    ).text
     prefix = rewrite_source(textwrap.dedent(before), path="mod.py").prefix
     return HEX.sub("'V'", text.replace(prefix, "P"))
 

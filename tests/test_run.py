@@ -117,7 +117,11 @@ def test_numpy_arrays_round_trip(project):
     )
     first = project.run("arrays.py")
     second = project.run("arrays.py")
-    assert first.stdout == second.stdout == "float32 (2, 3) [[0.0, 2.0, 4.0], [6.0, 8.0, 10.0]]\n"
+    assert (
+        first.stdout
+        == second.stdout
+        == "float32 (2, 3) [[0.0, 2.0, 4.0], [6.0, 8.0, 10.0]]\n"
+    )
     assert second.counts()["reused"] == 1
 
 
@@ -136,7 +140,12 @@ def test_recursion_computes_each_argument_once(project):
     assert result.stdout == "832040\n"
     assert result.counts()["computed"] == 31
     assert project.calls_of("fib:fib") == 31
-    assert project.run("fib.py").counts() == {"calls": 1, "reused": 1, "computed": 0, "failed": 0}
+    assert project.run("fib.py").counts() == {
+        "calls": 1,
+        "reused": 1,
+        "computed": 0,
+        "failed": 0,
+    }
 
 
 def test_unmarked_script_runs_as_plain_python(project):

@@ -55,7 +55,9 @@ def _syntax_error(source: str, path: str) -> TransformError | None:
     return None
 
 
-def rewrite_source(source: str, *, path: str = "<string>", make_ops: bool = True) -> Rewritten:
+def rewrite_source(
+    source: str, *, path: str = "<string>", make_ops: bool = True
+) -> Rewritten:
     """Instrument ``source``: ops when ``make_ops`` (marked modules), tracking always.
 
     Rewriting already-rewritten text returns it unchanged.
@@ -97,7 +99,9 @@ def rewrite_source(source: str, *, path: str = "<string>", make_ops: bool = True
             entry.not_op_reason = "module has no '# persist' marker"
     versions = versions_of_parsed(wrapper)
     register = register_call(prefix, entries, [versions[e.node] for e in entries])
-    transformer = InstrumentModuleTransformer({e.node: e for e in entries}, prefix, register)
+    transformer = InstrumentModuleTransformer(
+        {e.node: e for e in entries}, prefix, register
+    )
     text = wrapper.module.visit(transformer).code
     return Rewritten(text, tuple(entries), prefix)
 

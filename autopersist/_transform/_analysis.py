@@ -81,7 +81,6 @@ class _OwnScopeVisitor(cst.CSTVisitor):
         self.yields = True
 
 
-
 def _scan_own_scope(func: cst.FunctionDef) -> _OwnScopeVisitor:
     scanner = _OwnScopeVisitor()
     func.body.visit(scanner)
@@ -115,7 +114,9 @@ class GatherEntriesVisitor(cst.CSTVisitor):
     def _new_entry(self, node: cst.FunctionDef | cst.ClassDef, kind: str) -> Entry:
         position = self.get_metadata(PositionProvider, node)
         name = node.name.value
-        qualname = f"{self._class_stack[-1].qualname}.{name}" if self._class_stack else name
+        qualname = (
+            f"{self._class_stack[-1].qualname}.{name}" if self._class_stack else name
+        )
         entry = Entry(
             index=len(self.entries),
             qualname=qualname,
@@ -206,13 +207,13 @@ class GatherEntriesVisitor(cst.CSTVisitor):
         writes = False
         for scope in scopes:
             for access in scope.accesses:
+                if not isinstance(access.node, cst.Name):
+                    continue  # string annotations and dotted imports
                 referents = access.referents
                 if referents:
                     if not any(isinstance(a.scope, GlobalScope) for a in referents):
                         continue
                 elif access.node.value in _BUILTIN_NAMES:
-                    continue
-                if not isinstance(access.node, cst.Name):
                     continue
                 chain, stored = self._attribute_chain(access.node)
                 reads.add(chain)
@@ -233,14 +234,18 @@ class GatherEntriesVisitor(cst.CSTVisitor):
         node: cst.CSTNode = name
         parent = self.get_metadata(ParentNodeProvider, node, None)
         while (
-            isinstance(parent, cst.Attribute) and parent.value is node and len(chain) < 3
+            isinstance(parent, cst.Attribute)
+            and parent.value is node
+            and len(chain) < 3
         ):
             chain.append(parent.attr.value)
             node = parent
             parent = self.get_metadata(ParentNodeProvider, node, None)
         # Walk to the end of the attribute/subscript chain: "X.a[k] = v" stores into X.
         outer = node
-        while isinstance(parent, (cst.Attribute, cst.Subscript)) and parent.value is outer:
+        while (
+            isinstance(parent, (cst.Attribute, cst.Subscript)) and parent.value is outer
+        ):
             outer = parent
             parent = self.get_metadata(ParentNodeProvider, outer, None)
         stored = False

@@ -32,7 +32,7 @@ _INSERTED_WHITESPACE = cst.TrailingWhitespace(
 )
 
 
-def _is_docstring(statement: cst.BaseStatement | cst.BaseSmallStatement) -> bool:
+def _is_docstring(statement: cst.CSTNode) -> bool:
     if isinstance(statement, cst.SimpleStatementLine):
         if len(statement.body) != 1:
             return False
@@ -51,8 +51,8 @@ def _mark_call(key: str) -> cst.Expr:
 def _op_decorator(entry: Entry) -> cst.Decorator:
     options = ""
     ignore = entry.options.get("ignore")
-    if ignore:
-        options += f", ignore={tuple(ignore)!r}"
+    if isinstance(ignore, tuple) and ignore:
+        options += f", ignore={ignore!r}"
     if entry.options.get("always"):
         options += ", always=True"
     expression = cst.parse_expression(f"{RUNTIME_NAME}.op({entry.index}{options})")
@@ -86,7 +86,10 @@ class InstrumentModuleTransformer(cst.CSTTransformer):
             statements = list(body.body)
             at = 1 if statements and _is_docstring(statements[0]) else 0
             statements.insert(
-                at, cst.SimpleStatementLine([mark], trailing_whitespace=_INSERTED_WHITESPACE)
+                at,
+                cst.SimpleStatementLine(
+                    [mark], trailing_whitespace=_INSERTED_WHITESPACE
+                ),
             )
             body = body.with_changes(body=statements)
         else:
@@ -151,4 +154,6 @@ def register_call(prefix: str, entries: list[Entry], versions: list[str]) -> cst
         )
         for entry, version in zip(entries, versions, strict=True)
     )
-    return cst.Expr(cst.parse_expression(f"{RUNTIME_NAME}.register({prefix!r}, {rows!r})"))
+    return cst.Expr(
+        cst.parse_expression(f"{RUNTIME_NAME}.register({prefix!r}, {rows!r})")
+    )

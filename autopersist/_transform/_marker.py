@@ -22,7 +22,8 @@ def has_marker(source: bytes) -> bool:
     if MARKER_BYTES not in source:
         return False
     candidates = {
-        source.count(b"\n", 0, match.start()) + 1 for match in MARKER_RE.finditer(source)
+        source.count(b"\n", 0, match.start()) + 1
+        for match in MARKER_RE.finditer(source)
     }
     if not candidates:
         return False
