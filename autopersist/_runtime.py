@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +186,8 @@ class Frame:
     op: OpState
     #: Dependencies of reused nested calls (their code did not run, so no marks).
     extra: dict[str, str] = field(default_factory=dict)
+    #: Calls made (computed or reused) while this one computed.
+    children: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -222,6 +225,7 @@ class Runtime:
         self._immutable_hashes: dict[int, tuple[object, str]] = {}
         self._file_versions: dict[str, tuple[float, dict[str, str]]] = {}
         self._accepted: set[tuple[str, str, str]] | None = None
+        self.provenance = Provenance()
         set_function_resolver(self._function_version)
 
     # -- modules ---------------------------------------------------------------
@@ -314,10 +318,12 @@ class Runtime:
                 stack = self.stack
                 if stack:
                     stack[-1].extra.update(deps)
+                    stack[-1].children.append(call_id)
                 self.storage.add_row(
                     "INSERT INTO uses VALUES (?, ?, ?)",
                     (self.run_id, call_id, time.time()),
                 )
+                self.provenance.produced(call_id, result, output_id)
                 return result
         if self.config.no_new_calls:
             shown = ", ".join(f"{n}={_preview(v, 40)}" for n, v in bound)
@@ -352,12 +358,11 @@ class Runtime:
         except BaseException as exc:
             duration = time.perf_counter() - t0
             stack.pop()
-            ran = set(seen)
             seen.update(outer)
             if stack:
                 stack[-1].extra.update(frame.extra)
             self.counters.failed += 1
-            self._record_failure(info, inputs_id, started, duration, exc)
+            self._record_failure(info, inputs_id, started, duration, exc, frame.children)
             raise
         duration = time.perf_counter() - t0
         stack.pop()
@@ -381,7 +386,7 @@ class Runtime:
                 UnhashableArgumentWarning,
             )
             return result
-        self._store_call(
+        call_id = self._store_call(
             op,
             bound,
             input_hashes,
@@ -393,7 +398,11 @@ class Runtime:
             status="impure" if impure else "ok",
             started=started,
             duration=duration,
+            children=frame.children,
         )
+        if stack:
+            stack[-1].children.append(call_id)
+        self.provenance.produced(call_id, result, output_id)
         return result
 
     # -- dependencies --------------------------------------------------------------
@@ -647,7 +656,8 @@ class Runtime:
         status: str,
         started: float,
         duration: float,
-    ) -> None:
+        children: list[str],
+    ) -> str:
         storage = self.storage
         info = op.info
         dep_items = sorted(deps.items())
@@ -656,7 +666,7 @@ class Runtime:
         storage.add_deps(deps_id, deps_json)
         storage.add_value(output_id, output_bytes, _type_name(result), _preview(result))
         hashes = dict(input_hashes)
-        edges: list[tuple[str, str, str, str, str | None]] = []
+        edges: list[tuple[str, str, str, str]] = []
         values = dict(bound)
         # A reusable call's id is derived from what makes it reusable, so two
         # processes computing the same call store it once.
@@ -671,9 +681,9 @@ class Runtime:
                 )
             except HashingError:
                 continue
-            edges.append((call_id, "in", name, value_id, None))
-        edges.append((call_id, "out", "output", output_id, None))
-        parent = self.stack[-1].op.info.func_id if self.stack else None
+            edges.append((call_id, "in", name, value_id))
+        edges.append((call_id, "out", "output", output_id))
+        links = self.provenance.links(call_id, bound, hashes)
         storage.add_call(
             (
                 call_id,
@@ -684,13 +694,15 @@ class Runtime:
                 output_id,
                 status,
                 self.run_id,
-                parent,
                 started,
                 duration,
                 None,
             ),
             edges,
+            links,
+            children,
         )
+        return call_id
 
     def _record_failure(
         self,
@@ -699,6 +711,7 @@ class Runtime:
         started: float,
         duration: float,
         exc: BaseException,
+        children: list[str],
     ) -> None:
         error = f"{type(exc).__name__}: {exc}"[:1000]
         self.storage.add_call(
@@ -711,12 +724,12 @@ class Runtime:
                 None,
                 "failed",
                 self.run_id,
-                None,
                 started,
                 duration,
                 error,
             ),
             [],
+            children=children,
         )
 
     # -- warnings --------------------------------------------------------------------
@@ -745,6 +758,77 @@ class Runtime:
             "result.",
             UnhashableArgumentWarning,
         )
+
+
+class Provenance:
+    """Which call produced a value seen as an input, within this run.
+
+    Whole outputs are matched by content (their value id); elements of list, tuple
+    and dict outputs by object identity, checked against a weak reference (or, for
+    objects without weak references, a strong one kept in a bounded table).
+    """
+
+    LIMIT = 100_000
+    ELEMENTS = 1_000
+
+    def __init__(self) -> None:
+        self._outputs: dict[str, str] = {}  # value_id -> call_id
+        self._elements: dict[int, tuple[Any, str, str]] = {}  # id -> (ref, call, path)
+
+    def produced(self, call_id: str, result: object, output_id: str) -> None:
+        if result is None or type(result) is bool:
+            return  # too common to say where it came from
+        if len(self._outputs) > self.LIMIT:
+            self._outputs.clear()
+        self._outputs[output_id] = call_id
+        for path, element in _elements(result, self.ELEMENTS):
+            if element is None or type(element) is bool:
+                continue
+            if len(self._elements) > self.LIMIT:
+                self._elements.clear()
+            try:
+                ref: Any = weakref.ref(element)
+            except TypeError:
+                ref = element
+            self._elements[id(element)] = (ref, call_id, path)
+
+    def _element_source(self, value: object) -> tuple[str, str] | None:
+        found = self._elements.get(id(value))
+        if found is None:
+            return None
+        ref, call_id, path = found
+        target = ref() if isinstance(ref, weakref.ref) else ref
+        return (call_id, path) if target is value else None
+
+    def links(
+        self, call_id: str, bound: list[tuple[str, Any]], hashes: dict[str, str]
+    ) -> list[tuple[str, str, str, str, str]]:
+        """``call_links`` rows for the inputs of ``call_id``."""
+        rows: list[tuple[str, str, str, str, str]] = []
+        for name, value in bound:
+            source = self._outputs.get(hashes.get(name, ""))
+            if source is not None and source != call_id:
+                rows.append((call_id, name, "", source, ""))
+                continue
+            element = self._element_source(value)
+            if element is not None:
+                rows.append((call_id, name, "", element[0], element[1]))
+                continue
+            for path, item in _elements(value, self.ELEMENTS):
+                element = self._element_source(item)
+                if element is not None:
+                    rows.append((call_id, name, path, element[0], element[1]))
+        return rows
+
+
+def _elements(value: object, limit: int) -> list[tuple[str, object]]:
+    """First-level elements of a list, tuple or dict with their paths (``[0]``)."""
+    if type(value) in (list, tuple):
+        return [(f"[{i}]", item) for i, item in enumerate(value[:limit])]  # type: ignore[index]
+    if type(value) is dict:
+        items = list(value.items())[:limit]  # type: ignore[attr-defined]
+        return [(f"[{key!r}]", item) for key, item in items]
+    return []
 
 
 def _hashable(value: object) -> bool:

@@ -8,9 +8,15 @@ Tables (documented for users in docs/store.md):
 ``versions``   one row per code version of a function, with its source and first sight
 ``accepted``   ``autopersist accept``: new version declared compatible with an old one
 ``calls``      one row per computed op call (never overwritten): op, version,
-               ``inputs_id``, ``deps_id``, ``output_id``, status, run, parent call, timing
-``call_values`` edges between calls and values: one row per input (role ``in``) and
-               output (role ``out``), with the parameter name and the producing call
+               ``inputs_id``, ``deps_id``, ``output_id``, status (``ok``, ``impure``,
+               ``failed``), run, timing
+``call_values`` edges between calls and values: one row per input (role ``in``, name =
+               parameter) and output (role ``out``, name ``output``)
+``call_links`` provenance: input ``name`` (or its element at ``path``, e.g. ``[2]``)
+               is the output (or its element at ``source_path``) of ``source_call_id``;
+               recorded at run time by content and object identity
+``call_parents`` nesting: ``call_id`` was made (computed or reused) while
+               ``parent_call_id`` was computing
 ``deps``       dependency sets, shared by the calls that have the same one (JSON list
                of ``[kind, name, hash]``)
 ``uses``       reuses of stored calls: which run reused which call, when
@@ -49,16 +55,25 @@ CREATE TABLE IF NOT EXISTS value_rows (
 CREATE TABLE IF NOT EXISTS deps (deps_id TEXT PRIMARY KEY, data TEXT);
 CREATE TABLE IF NOT EXISTS calls (
     call_id TEXT PRIMARY KEY, op_id TEXT, version_id TEXT, inputs_id TEXT,
-    deps_id TEXT, output_id TEXT, status TEXT, run_id TEXT, parent_call_id TEXT,
-    started REAL, duration REAL, error TEXT
+    deps_id TEXT, output_id TEXT, status TEXT, run_id TEXT, started REAL,
+    duration REAL, error TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_by_inputs ON calls (op_id, inputs_id);
 CREATE INDEX IF NOT EXISTS calls_by_run ON calls (run_id);
 CREATE TABLE IF NOT EXISTS call_values (
-    call_id TEXT, role TEXT, name TEXT, value_id TEXT, source_call_id TEXT,
+    call_id TEXT, role TEXT, name TEXT, value_id TEXT,
     PRIMARY KEY (call_id, role, name)
 );
 CREATE INDEX IF NOT EXISTS call_values_by_value ON call_values (value_id);
+CREATE TABLE IF NOT EXISTS call_links (
+    call_id TEXT, name TEXT, path TEXT, source_call_id TEXT, source_path TEXT,
+    PRIMARY KEY (call_id, name, path)
+);
+CREATE INDEX IF NOT EXISTS call_links_by_source ON call_links (source_call_id);
+CREATE TABLE IF NOT EXISTS call_parents (
+    call_id TEXT, parent_call_id TEXT, PRIMARY KEY (call_id, parent_call_id)
+);
+CREATE INDEX IF NOT EXISTS call_parents_by_parent ON call_parents (parent_call_id);
 CREATE TABLE IF NOT EXISTS uses (run_id TEXT, call_id TEXT, used_at REAL);
 CREATE INDEX IF NOT EXISTS uses_by_call ON uses (call_id);
 """

@@ -290,9 +290,12 @@ class Storage:
     def add_call(
         self,
         row: tuple[Any, ...],
-        edges: list[tuple[str, str, str, str, str | None]],
+        edges: list[tuple[str, str, str, str]],
+        links: list[tuple[str, str, str, str, str]] = (),  # type: ignore[assignment]
+        children: list[str] = (),  # type: ignore[assignment]
     ) -> None:
-        """Buffer a call row (``calls`` column order) and its value edges."""
+        """Buffer a call row (``calls`` column order), its value edges, provenance
+        links, and the calls made while it computed (``children``)."""
         call_id, op_id, _version, inputs_id, deps_id, output_id, status = row[:7]
         with self._lock:
             if status == "ok":
@@ -301,13 +304,21 @@ class Storage:
                 )
             self._buffer.append(
                 (
-                    "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )
             )
             for edge in edges:
                 self._buffer.append(
-                    ("INSERT OR IGNORE INTO call_values VALUES (?, ?, ?, ?, ?)", edge)
+                    ("INSERT OR IGNORE INTO call_values VALUES (?, ?, ?, ?)", edge)
+                )
+            for link in links:
+                self._buffer.append(
+                    ("INSERT OR IGNORE INTO call_links VALUES (?, ?, ?, ?, ?)", link)
+                )
+            for child in children:
+                self._buffer.append(
+                    ("INSERT OR IGNORE INTO call_parents VALUES (?, ?)", (child, call_id))
                 )
 
     def add_row(self, sql: str, params: tuple[Any, ...]) -> None:

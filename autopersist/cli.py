@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from autopersist._cli_common import chosen_store, store_option
 from autopersist._config import load_config
 from autopersist._names import ENV_DEBUG
 from autopersist.errors import AutopersistError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Group(click.Group):
@@ -33,16 +31,6 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from exc
 
 
-def store_option(func: F) -> F:
-    return click.option(
-        "--store",
-        "store",
-        metavar="DIR",
-        default=None,
-        help="Store directory (default: ./.autopersist or $AUTOPERSIST_STORE).",
-    )(func)
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @store_option
 @click.version_option(package_name="autopersist")
@@ -52,10 +40,6 @@ def main(ctx: click.Context, store: str | None) -> None:
     themselves. Mark a module with a '# persist' line and run it with
     'autopersist run'."""
     ctx.obj = {"store": store}
-
-
-def _store(ctx: click.Context, store: str | None) -> str | None:
-    return store or (ctx.obj or {}).get("store")
 
 
 @main.command(
@@ -91,7 +75,7 @@ def run(
     script_args = list(args)
     if module is not None and target is not None:
         script_args.insert(0, target)
-    config = load_config(_store(ctx, store), no_new_calls=no_new_calls)
+    config = load_config(chosen_store(ctx, store), no_new_calls=no_new_calls)
     if config.quiet:
         quiet = True
     result = run_target(
@@ -128,3 +112,14 @@ def rewrite(file: str) -> None:
         if entry.kind == "function":
             what = "op" if entry.is_op else f"not an op: {entry.not_op_reason}"
             click.echo(f"# {entry.qualname}: {what}", err=True)
+
+
+def _register_commands() -> None:
+    from autopersist._cli_query import COMMANDS as QUERY_COMMANDS
+    from autopersist._cli_versions import COMMANDS as VERSION_COMMANDS
+
+    for command in (*QUERY_COMMANDS, *VERSION_COMMANDS):
+        main.add_command(command)
+
+
+_register_commands()
