@@ -264,8 +264,10 @@ class Runtime:
                 (info.func_id, state.name, info.qualname, info.kind, int(info.is_op)),
             )
             self.storage.add_row(
-                "INSERT OR IGNORE INTO versions VALUES (?, ?, ?, ?, ?)",
-                (info.func_id, info.version, source, now, self.run_id),
+                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (func_id, version_id) DO UPDATE SET "
+                "last_seen = excluded.last_seen, last_run_id = excluded.last_run_id",
+                (info.func_id, info.version, source, now, self.run_id, now, self.run_id),
             )
 
     # -- op calls ------------------------------------------------------------------
