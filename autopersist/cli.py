@@ -55,6 +55,12 @@ def main(ctx: click.Context, store: str | None) -> None:
     is_flag=True,
     help="Fail instead of computing any call that is not stored.",
 )
+@click.option(
+    "--interactive",
+    is_flag=True,
+    help="Ask, for each changed function that stored calls depend on, whether the "
+    "change needs recomputation (y/n/abort), showing the diff.",
+)
 @click.argument("target", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -64,6 +70,7 @@ def run(
     module: str | None,
     quiet: bool,
     no_new_calls: bool,
+    interactive: bool,
     target: str | None,
     args: tuple[str, ...],
 ) -> None:
@@ -75,7 +82,9 @@ def run(
     script_args = list(args)
     if module is not None and target is not None:
         script_args.insert(0, target)
-    config = load_config(chosen_store(ctx, store), no_new_calls=no_new_calls)
+    config = load_config(
+        chosen_store(ctx, store), no_new_calls=no_new_calls, interactive=interactive
+    )
     if config.quiet:
         quiet = True
     result = run_target(
