@@ -75,6 +75,9 @@ class FunctionInfo:
     is_op: bool
     first_line: int
     last_line: int
+    #: For ops: the version without parameter defaults, which the op's own calls
+    #: record (their inputs hold the defaults). Equal to ``version`` otherwise.
+    call_version: str
 
 
 class ModuleState:
@@ -95,7 +98,7 @@ class ModuleState:
         """Called by the first line the rewriter inserts: the module's entry table."""
         entries: list[FunctionInfo] = []
         for index, row in enumerate(rows):
-            qualname, kind, version, parent, reads, writes, is_op, first, last = row
+            qualname, kind, version, parent, reads, writes, is_op, first, last, call_v = row
             entries.append(
                 FunctionInfo(
                     key=f"{prefix}:{index}",
@@ -110,6 +113,7 @@ class ModuleState:
                     is_op=is_op,
                     first_line=first,
                     last_line=last,
+                    call_version=call_v,
                 )
             )
         self.entries = entries
@@ -264,10 +268,13 @@ class Runtime:
                 (info.func_id, state.name, info.qualname, info.kind, int(info.is_op)),
             )
             self.storage.add_row(
-                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (func_id, version_id) DO UPDATE SET "
                 "last_seen = excluded.last_seen, last_run_id = excluded.last_run_id",
-                (info.func_id, info.version, source, now, self.run_id, now, self.run_id),
+                (
+                    info.func_id, info.version, source, now, self.run_id, now,
+                    self.run_id, info.call_version,
+                ),
             )
 
     # -- op calls ------------------------------------------------------------------
@@ -306,9 +313,11 @@ class Runtime:
             parts.append(value_id)
         inputs_id = combine(*parts)
 
-        hit = self._lookup(info.func_id, inputs_id)
+        hit = self._lookup(info, inputs_id)
         if hit is not None:
             call_id, deps, output_id = hit
+            # The enclosing call depends on this op's full version (defaults too).
+            deps["f:" + info.func_id] = info.version
             try:
                 result = loads(self.storage.value_bytes(output_id))
             except Exception as exc:  # a damaged value: compute instead
@@ -373,7 +382,7 @@ class Runtime:
         if stack:
             stack[-1].extra.update(frame.extra)
         self.counters.computed += 1
-        deps = self._dependencies(ran)
+        deps = self._dependencies(ran, info)
         deps.update(frame.extra)
         impure = self._impurity(op, ran, bound, input_hashes, globals_before)
         try:
@@ -409,8 +418,12 @@ class Runtime:
 
     # -- dependencies --------------------------------------------------------------
 
-    def _dependencies(self, keys: set[str]) -> dict[str, str]:
-        """Turn the keys of code that ran into ``{dep name: version or value hash}``."""
+    def _dependencies(self, keys: set[str], own: FunctionInfo) -> dict[str, str]:
+        """Turn the keys of code that ran into ``{dep name: version or value hash}``.
+
+        The op itself is recorded with its ``call_version``: the call's inputs already
+        hold the parameter defaults.
+        """
         deps: dict[str, str] = {}
         functions = self.functions
         for key in keys:
@@ -426,6 +439,7 @@ class Runtime:
                 found = self._global_dep(info.module, chain)
                 if found is not None:
                     deps[found[0]] = found[1]
+        deps["f:" + own.func_id] = own.call_version
         return deps
 
     def _global_dep(
@@ -507,19 +521,24 @@ class Runtime:
     # -- validity of stored calls -----------------------------------------------------
 
     def _lookup(
-        self, op_id: str, inputs_id: str
+        self, info: FunctionInfo, inputs_id: str
     ) -> tuple[str, dict[str, str], str] | None:
-        for call_id, deps_id, output_id in self.storage.candidates(op_id, inputs_id):
+        for call_id, deps_id, output_id in self.storage.candidates(
+            info.func_id, inputs_id
+        ):
             deps = dict((name, value) for name, value in self.storage.deps(deps_id))
-            if self._deps_hold(deps):
+            if self._deps_hold(deps, info):
                 return call_id, deps, output_id
         return None
 
-    def _deps_hold(self, deps: dict[str, str]) -> bool:
+    def _deps_hold(self, deps: dict[str, str], own: FunctionInfo) -> bool:
+        own_name = "f:" + own.func_id
         for name, recorded in deps.items():
             kind, _, rest = name.partition(":")
             if kind == "f":
-                current = self.current_version(rest)
+                current = (
+                    own.call_version if name == own_name else self.current_version(rest)
+                )
                 if current != recorded and not self._is_accepted(
                     rest, recorded, current
                 ):

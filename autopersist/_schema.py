@@ -7,7 +7,9 @@ Tables (documented for users in docs/store.md):
                ``module:qualname``)
 ``versions``   one row per code version of a function, with its source, first and
                last sight (``last_seen``: the newest run that loaded this version;
-               the version with the greatest ``last_seen`` is the current one)
+               the version with the greatest ``last_seen`` is the current one);
+               for ops, ``call_version`` is the version without parameter defaults,
+               which the op's own calls record as their dependency on it
 ``accepted``   ``autopersist accept``: new version declared compatible with an old one
 ``calls``      one row per computed op call (never overwritten): op, version,
                ``inputs_id``, ``deps_id``, ``output_id``, status (``ok``, ``impure``,
@@ -44,7 +46,7 @@ CREATE TABLE IF NOT EXISTS functions (
 );
 CREATE TABLE IF NOT EXISTS versions (
     func_id TEXT, version_id TEXT, source TEXT, first_seen REAL, run_id TEXT,
-    last_seen REAL, last_run_id TEXT,
+    last_seen REAL, last_run_id TEXT, call_version TEXT,
     PRIMARY KEY (func_id, version_id)
 );
 CREATE TABLE IF NOT EXISTS accepted (

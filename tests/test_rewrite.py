@@ -56,7 +56,7 @@ CASES = [
         """,
         """\
         # persist
-        __autopersist__.register('P', (('f', 'function', 'V', -1, (), False, True, 2, 3),))  # __autopersist__ inserted
+        __autopersist__.register('P', (('f', 'function', 'V', -1, (), False, True, 2, 3, 'V'),))  # __autopersist__ inserted
         @__autopersist__.op(0)  # __autopersist__ inserted
         def f(x):
             __autopersist_mark__('P:0')  # __autopersist__ inserted
@@ -76,7 +76,7 @@ CASES = [
         """\
         '''Module docstring.'''
         from __future__ import annotations
-        __autopersist__.register('P', (('procedure', 'function', 'V', -1, (('LIMIT',),), False, False, 4, 6),))  # __autopersist__ inserted
+        __autopersist__.register('P', (('procedure', 'function', 'V', -1, (('LIMIT',),), False, False, 4, 6, 'V'),))  # __autopersist__ inserted
         LIMIT = 3
         def procedure(x):
             '''Doc.'''
@@ -91,7 +91,7 @@ CASES = [
         def one(x): return lib.K * x  # persist: ignore=x
         """,
         """\
-        __autopersist__.register('P', (('one', 'function', 'V', -1, (('lib', 'K'),), False, True, 2, 2),))  # __autopersist__ inserted
+        __autopersist__.register('P', (('one', 'function', 'V', -1, (('lib', 'K'),), False, True, 2, 2, 'V'),))  # __autopersist__ inserted
         import lib
         @__autopersist__.op(0, ignore=('x',))  # __autopersist__ inserted
         def one(x): __autopersist_mark__('P:0'); return lib.K * x  # persist: ignore=x
@@ -108,7 +108,7 @@ CASES = [
                 return N
         """,
         """\
-        __autopersist__.register('P', (('C', 'class', 'V', -1, (), False, False, 2, 6), ('C.m', 'method', 'V', 0, (('N',),), True, False, 3, 6)))  # __autopersist__ inserted
+        __autopersist__.register('P', (('C', 'class', 'V', -1, (), False, False, 2, 6, 'V'), ('C.m', 'method', 'V', 0, (('N',),), True, False, 3, 6, 'V')))  # __autopersist__ inserted
         N = 0
         class C:
             def m(self):
@@ -135,7 +135,7 @@ CASES = [
             return x
         """,
         """\
-        __autopersist__.register('P', (('g', 'function', 'V', -1, (), False, True, 2, 4), ('gen', 'function', 'V', -1, (), False, False, 5, 6), ('a', 'function', 'V', -1, (), False, False, 7, 8), ('main', 'function', 'V', -1, (), False, False, 9, 10), ('s', 'function', 'V', -1, (), False, False, 11, 12)))  # __autopersist__ inserted
+        __autopersist__.register('P', (('g', 'function', 'V', -1, (), False, True, 2, 4, 'V'), ('gen', 'function', 'V', -1, (), False, False, 5, 6, 'V'), ('a', 'function', 'V', -1, (), False, False, 7, 8, 'V'), ('main', 'function', 'V', -1, (), False, False, 9, 10, 'V'), ('s', 'function', 'V', -1, (), False, False, 11, 12, 'V')))  # __autopersist__ inserted
         import functools
         @functools.cache
         @__autopersist__.op(0)  # __autopersist__ inserted

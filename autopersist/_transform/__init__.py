@@ -73,7 +73,7 @@ def rewrite_source(
         InstrumentModuleTransformer,
         register_call,
     )
-    from autopersist._transform._normalize import versions_of_parsed
+    from autopersist._transform._normalize import call_version_of, versions_of_parsed
 
     prefix = module_prefix(source, path)
     if f"{MARK_NAME}(" in source:
@@ -98,7 +98,15 @@ def rewrite_source(
             entry.is_op = False
             entry.not_op_reason = "module has no '# persist' marker"
     versions = versions_of_parsed(wrapper)
-    register = register_call(prefix, entries, [versions[e.node] for e in entries])
+    call_versions = [
+        call_version_of(e.node)
+        if e.is_op and isinstance(e.node, cst.FunctionDef)
+        else versions[e.node]
+        for e in entries
+    ]
+    register = register_call(
+        prefix, entries, [versions[e.node] for e in entries], call_versions
+    )
     transformer = InstrumentModuleTransformer(
         {e.node: e for e in entries}, prefix, register
     )

@@ -133,12 +133,14 @@ def _is_future_import(statement: cst.BaseStatement) -> bool:
     )
 
 
-def register_call(prefix: str, entries: list[Entry], versions: list[str]) -> cst.Expr:
+def register_call(
+    prefix: str, entries: list[Entry], versions: list[str], call_versions: list[str]
+) -> cst.Expr:
     """``__autopersist__.register(prefix, table)`` with one row per entry.
 
     Row: (qualname, kind, version, parent, global_reads, writes_globals, is_op,
-    first_line, last_line). The table is a literal so it is stored in the cached
-    bytecode: importing a cached module needs neither libcst nor a parse.
+    first_line, last_line, call_version). The table is a literal so it is stored in
+    the cached bytecode: importing a cached module needs neither libcst nor a parse.
     """
     rows = tuple(
         (
@@ -151,8 +153,11 @@ def register_call(prefix: str, entries: list[Entry], versions: list[str]) -> cst
             entry.is_op,
             entry.first_line,
             entry.last_line,
+            call_version,
         )
-        for entry, version in zip(entries, versions, strict=True)
+        for entry, version, call_version in zip(
+            entries, versions, call_versions, strict=True
+        )
     )
     return cst.Expr(
         cst.parse_expression(f"{RUNTIME_NAME}.register({prefix!r}, {rows!r})")

@@ -1130,3 +1130,21 @@ def versions_of_module(source: str) -> dict[str, str]:
     return {
         qualname: version for qualname, _, version in iter_versions_of_parsed(module)
     }
+
+
+def call_version_of(node: cst.FunctionDef) -> str:
+    """The version of an op as its own stored calls see it: parameter defaults are
+    left out. Every call's identity already holds its bound argument values, defaults
+    included, so changing a default recomputes only the calls that relied on it.
+    (Callers of the op depend on its full ``version_of_node``.)"""
+
+    def strip(param: cst.Param) -> cst.Param:
+        return param.with_changes(default=None, equal=cst.MaybeSentinel.DEFAULT)
+
+    params = node.params
+    stripped = params.with_changes(
+        params=[strip(p) for p in params.params],
+        kwonly_params=[strip(p) for p in params.kwonly_params],
+        posonly_params=[strip(p) for p in params.posonly_params],
+    )
+    return version_of_node(node.with_changes(params=stripped))
