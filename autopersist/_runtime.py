@@ -38,6 +38,7 @@ from types import FunctionType, ModuleType, TracebackType
 from typing import Any
 
 from autopersist._codec import dumps, loads
+from autopersist._compat import Compatibility
 from autopersist._config import Config
 from autopersist._hashing import (
     combine,
@@ -162,6 +163,8 @@ class OpState:
         #: Names for the fast path: all arguments given positionally, no defaults used.
         self.positional_names = tuple(p.name for p in params) if simple else None
         self.warned: set[str] = set()
+        #: Accepted new parameters and their default's hash (loaded on first call).
+        self.elide: dict[str, str] | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # An op wrapper passed as a value is hashed with its closure, which holds
@@ -228,7 +231,7 @@ class Runtime:
         self._local = threading.local()
         self._immutable_hashes: dict[int, tuple[object, str]] = {}
         self._file_versions: dict[str, tuple[float, dict[str, str]]] = {}
-        self._accepted: set[tuple[str, str, str]] | None = None
+        self._compatibility: Compatibility | None = None
         self.provenance = Provenance()
         set_function_resolver(self._function_version)
 
@@ -307,8 +310,13 @@ class Runtime:
             self._warn_unhashable(op, bound, exc)
             self.counters.unmemoized += 1
             return op.func(*args, **kwargs)
+        elide = op.elide
+        if elide is None:
+            elide = op.elide = self._elidable_defaults(op)
         parts = [info.func_id]
         for name, value_id in input_hashes:
+            if elide and elide.get(name) == value_id:
+                continue  # an accepted new parameter left at its default
             parts.append(name)
             parts.append(value_id)
         inputs_id = combine(*parts)
@@ -556,11 +564,34 @@ class Runtime:
         return True
 
     def _is_accepted(self, func_id: str, old: str, new: str | None) -> bool:
-        if new is None:
-            return False
-        if self._accepted is None:
-            self._accepted = self.storage.accepted_pairs()
-        return (func_id, old, new) in self._accepted
+        """Was ``new`` declared compatible with ``old`` (``autopersist accept``)?"""
+        return self.compatibility.same(func_id, old, new)
+
+    @property
+    def compatibility(self) -> Compatibility:
+        """Versions declared compatible, read from the store once per run."""
+        if self._compatibility is None:
+            self._compatibility = Compatibility(self.storage.accepted_rows())
+        return self._compatibility
+
+    def _elidable_defaults(self, op: OpState) -> dict[str, str]:
+        """``{parameter: hash of its default}`` for accepted new parameters."""
+        names = self.added_params(op.info)
+        found: dict[str, str] = {}
+        for name in names:
+            param = op.signature.parameters.get(name)
+            if param is None or param.default is inspect.Parameter.empty:
+                continue
+            try:
+                found[name] = content_hash(param.default)
+            except HashingError:
+                continue
+        return found
+
+    def added_params(self, info: FunctionInfo) -> frozenset[str]:
+        """Parameters an accepted change added to this op with a default: a call
+        passing that default has the identity of the old calls without it."""
+        return self.compatibility.added_params(info.func_id, info.call_version)
 
     def current_version(self, func_id: str) -> str | None:
         """The running version of a project function; parsed from its file when its
@@ -844,11 +875,10 @@ class Provenance:
 
 def _elements(value: object, limit: int) -> list[tuple[str, object]]:
     """First-level elements of a list, tuple or dict with their paths (``[0]``)."""
-    if type(value) in (list, tuple):
-        return [(f"[{i}]", item) for i, item in enumerate(value[:limit])]  # type: ignore[index]
-    if type(value) is dict:
-        items = list(value.items())[:limit]  # type: ignore[attr-defined]
-        return [(f"[{key!r}]", item) for key, item in items]
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        return [(f"[{i}]", item) for i, item in enumerate(value[:limit])]
+    if isinstance(value, dict) and type(value) is dict:
+        return [(f"[{key!r}]", item) for key, item in list(value.items())[:limit]]
     return []
 
 

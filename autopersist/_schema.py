@@ -10,7 +10,9 @@ Tables (documented for users in docs/store.md):
                the version with the greatest ``last_seen`` is the current one);
                for ops, ``call_version`` is the version without parameter defaults,
                which the op's own calls record as their dependency on it
-``accepted``   ``autopersist accept``: new version declared compatible with an old one
+``accepted``   ``autopersist accept``: new version declared compatible with an old one;
+               ``new_params`` (JSON list) names parameters the new version added with
+               a default: calls passing that default keep the old calls' identity
 ``calls``      one row per computed op call (never overwritten): op, version,
                ``inputs_id``, ``deps_id``, ``output_id``, status (``ok``, ``impure``,
                ``failed``), run, timing
@@ -51,6 +53,7 @@ CREATE TABLE IF NOT EXISTS versions (
 );
 CREATE TABLE IF NOT EXISTS accepted (
     func_id TEXT, old_version TEXT, new_version TEXT, accepted_at REAL,
+    new_params TEXT,
     PRIMARY KEY (func_id, old_version, new_version)
 );
 CREATE TABLE IF NOT EXISTS value_rows (

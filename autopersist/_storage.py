@@ -214,13 +214,13 @@ class Storage:
                 return bytes(row[0])
         return self.blob_path(value_id).read_bytes()
 
-    def accepted_pairs(self) -> set[tuple[str, str, str]]:
-        """``(func_id, old_version, new_version)`` declared compatible."""
-        return set(
-            self._read.execute(
-                "SELECT func_id, old_version, new_version FROM accepted"
-            ).fetchall()
-        )
+    def accepted_rows(self) -> list[tuple[str, str, str, str | None]]:
+        """``(func_id, old_version, new_version, new_params_json)`` declared
+        compatible with ``autopersist accept``."""
+        rows: list[tuple[str, str, str, str | None]] = self._read.execute(
+            "SELECT func_id, old_version, new_version, new_params FROM accepted"
+        ).fetchall()
+        return rows
 
     def has_version(self, func_id: str, version_id: str) -> bool:
         return (

@@ -19,8 +19,10 @@ if TYPE_CHECKING:
     from autopersist._transform._analysis import Entry
 
 __all__ = [
+    "Definition",
     "Rewritten",
     "compile_rewritten",
+    "definitions_of_module",
     "has_marker",
     "parse_directive",
     "rewrite_source",
@@ -119,6 +121,46 @@ def compile_rewritten(text: str, filename: str) -> CodeType:
     from autopersist._transform._compile import compile_rewritten as _compile
 
     return _compile(text, filename)
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A function, method or class as its source on disk defines it now."""
+
+    qualname: str
+    version: str
+    #: The version without parameter defaults (what an op's own calls record).
+    call_version: str
+    source: str
+
+
+def definitions_of_module(source: str) -> dict[str, Definition]:
+    """``{qualname: Definition}`` for what ``source`` defines (no code is run).
+
+    :raises TransformError: the source cannot be parsed.
+    """
+    import libcst as cst
+
+    from autopersist._transform._normalize import (
+        call_version_of,
+        iter_versions_of_parsed,
+        source_of_node,
+    )
+
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError as exc:
+        msg = f"line {exc.raw_line}: cannot parse ({exc.message})"
+        raise TransformError(msg) from exc
+    found: dict[str, Definition] = {}
+    for qualname, node, version in iter_versions_of_parsed(module):
+        call_version = (
+            call_version_of(node) if isinstance(node, cst.FunctionDef) else version
+        )
+        found[qualname] = Definition(
+            qualname, version, call_version, source_of_node(module, node)
+        )
+    return found
 
 
 def versions_of_module(source: str) -> dict[str, str]:
