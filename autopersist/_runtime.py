@@ -20,6 +20,7 @@ An op call (``Runtime.call_op``):
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import json
@@ -48,6 +49,7 @@ from autopersist._hashing import (
 )
 from autopersist._storage import Storage
 from autopersist.errors import (
+    AutopersistError,
     HashingError,
     ImpureCallWarning,
     NoNewCallsError,
@@ -99,7 +101,18 @@ class ModuleState:
         """Called by the first line the rewriter inserts: the module's entry table."""
         entries: list[FunctionInfo] = []
         for index, row in enumerate(rows):
-            qualname, kind, version, parent, reads, writes, is_op, first, last, call_v = row
+            (
+                qualname,
+                kind,
+                version,
+                parent,
+                reads,
+                writes,
+                is_op,
+                first,
+                last,
+                call_v,
+            ) = row
             entries.append(
                 FunctionInfo(
                     key=f"{prefix}:{index}",
@@ -232,6 +245,7 @@ class Runtime:
         self._immutable_hashes: dict[int, tuple[object, str]] = {}
         self._file_versions: dict[str, tuple[float, dict[str, str]]] = {}
         self._compatibility: Compatibility | None = None
+        self._decisions: dict[tuple[str, str, str], bool] = {}
         self.provenance = Provenance()
         set_function_resolver(self._function_version)
 
@@ -275,8 +289,14 @@ class Runtime:
                 "ON CONFLICT (func_id, version_id) DO UPDATE SET "
                 "last_seen = excluded.last_seen, last_run_id = excluded.last_run_id",
                 (
-                    info.func_id, info.version, source, now, self.run_id, now,
-                    self.run_id, info.call_version,
+                    info.func_id,
+                    info.version,
+                    source,
+                    now,
+                    self.run_id,
+                    now,
+                    self.run_id,
+                    info.call_version,
                 ),
             )
 
@@ -381,7 +401,9 @@ class Runtime:
             if stack:
                 stack[-1].extra.update(frame.extra)
             self.counters.failed += 1
-            self._record_failure(info, inputs_id, started, duration, exc, frame.children)
+            self._record_failure(
+                info, inputs_id, started, duration, exc, frame.children
+            )
             raise
         duration = time.perf_counter() - t0
         stack.pop()
@@ -531,13 +553,88 @@ class Runtime:
     def _lookup(
         self, info: FunctionInfo, inputs_id: str
     ) -> tuple[str, dict[str, str], str] | None:
-        for call_id, deps_id, output_id in self.storage.candidates(
-            info.func_id, inputs_id
-        ):
-            deps = dict((name, value) for name, value in self.storage.deps(deps_id))
-            if self._deps_hold(deps, info):
-                return call_id, deps, output_id
+        candidates = [
+            (call_id, dict(self.storage.deps(deps_id)), output_id)
+            for call_id, deps_id, output_id in self.storage.candidates(
+                info.func_id, inputs_id
+            )
+        ]
+        for candidate in candidates:
+            if self._deps_hold(candidate[1], info):
+                return candidate
+        if self.config.interactive:
+            # Ask only when no stored call is valid as it is, newest first.
+            for candidate in reversed(candidates):
+                if self._ask_about_changes(candidate[1], info):
+                    return candidate
         return None
+
+    def _ask_about_changes(self, deps: dict[str, str], own: FunctionInfo) -> bool:
+        """``run --interactive``: when only changed functions stand between a stored
+        call and its reuse, ask about each (once per run); True if all are declared
+        not to need recomputation (they are then accepted, as with ``accept``)."""
+        changed: list[tuple[str, str, str]] = []
+        for name, recorded in deps.items():
+            kind, _, func_id = name.partition(":")
+            if kind != "f":
+                if not self._deps_hold({name: recorded}, own):
+                    return False  # a changed global: nothing to ask
+                continue
+            current = (
+                own.call_version
+                if func_id == own.func_id
+                else self.current_version(func_id)
+            )
+            if current is None:
+                return False
+            if current != recorded and not self._is_accepted(
+                func_id, recorded, current
+            ):
+                changed.append((func_id, recorded, current))
+        if not changed:
+            return False
+        for func_id, old, new in changed:
+            if not self._decide(func_id, old, new):
+                return False
+        return True
+
+    def _decide(self, func_id: str, old: str, new: str) -> bool:
+        key = (func_id, old, new)
+        if key in self._decisions:
+            return self._decisions[key]
+        old_source = self.storage.version_source(func_id, old) or "(source not stored)"
+        info = self.by_func_id.get(func_id)
+        new_source = (
+            self.storage.version_source(func_id, info.version) if info else None
+        )
+        diff = "\n".join(
+            difflib.unified_diff(
+                old_source.splitlines(),
+                (new_source or "(source not stored)").splitlines(),
+                fromfile=f"{func_id} (stored calls)",
+                tofile=f"{func_id} (now)",
+                lineterm="",
+            )
+        )
+        self.storage.flush()  # the new version's source is in the store for later diffs
+        sys.stderr.write(
+            f"autopersist: {func_id} changed since stored calls used it:\n{diff}\n"
+            "Does this change require recomputation? [y]es / [n]o, reuse / [a]bort: "
+        )
+        sys.stderr.flush()
+        answer = (sys.stdin.readline() or "y").strip().lower()[:1]
+        if answer == "a":
+            msg = f"run aborted at the --interactive question about {func_id}."
+            raise AutopersistError(msg)
+        reuse = answer == "n"
+        self._decisions[key] = reuse
+        if reuse:
+            self.storage.execute_now(
+                "INSERT OR REPLACE INTO accepted VALUES (?, ?, ?, ?, ?)",
+                (func_id, old, new, time.time(), None),
+            )
+            self._compatibility = None
+        return reuse
 
     def _deps_hold(self, deps: dict[str, str], own: FunctionInfo) -> bool:
         own_name = "f:" + own.func_id
@@ -723,7 +820,9 @@ class Runtime:
         # A reusable call's id is derived from what makes it reusable, so two
         # processes computing the same call store it once.
         call_id = (
-            combine(info.func_id, inputs_id, deps_id) if status == "ok" else uuid.uuid4().hex
+            combine(info.func_id, inputs_id, deps_id)
+            if status == "ok"
+            else uuid.uuid4().hex
         )
         for name, value_id in hashes.items():
             value = values[name]

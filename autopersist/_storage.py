@@ -177,10 +177,11 @@ class Storage:
     # -- reads ---------------------------------------------------------------
 
     def candidates(self, op_id: str, inputs_id: str) -> list[tuple[str, str, str]]:
-        """Stored reusable calls ``(call_id, deps_id, output_id)`` for these inputs."""
+        """Stored reusable calls ``(call_id, deps_id, output_id)`` for these inputs,
+        oldest first."""
         rows = self._read.execute(
             "SELECT call_id, deps_id, output_id FROM calls "
-            "WHERE op_id = ? AND inputs_id = ? AND status = 'ok'",
+            "WHERE op_id = ? AND inputs_id = ? AND status = 'ok' ORDER BY started",
             (op_id, inputs_id),
         ).fetchall()
         pending = self.pending_calls.get((op_id, inputs_id))
@@ -222,14 +223,14 @@ class Storage:
         ).fetchall()
         return rows
 
-    def has_version(self, func_id: str, version_id: str) -> bool:
-        return (
-            self._read.execute(
-                "SELECT 1 FROM versions WHERE func_id = ? AND version_id = ?",
-                (func_id, version_id),
-            ).fetchone()
-            is not None
-        )
+    def version_source(self, func_id: str, version_id: str) -> str | None:
+        """The stored source of a version (``version_id`` or its ``call_version``)."""
+        row = self._read.execute(
+            "SELECT source FROM versions WHERE func_id = ? "
+            "AND (version_id = ? OR call_version = ?)",
+            (func_id, version_id, version_id),
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     # -- writes (buffered) ---------------------------------------------------------
 
