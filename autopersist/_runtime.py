@@ -602,6 +602,7 @@ class Runtime:
         key = (func_id, old, new)
         if key in self._decisions:
             return self._decisions[key]
+        self.storage.flush()  # this run's versions (and their source) are buffered
         old_source = self.storage.version_source(func_id, old) or "(source not stored)"
         info = self.by_func_id.get(func_id)
         new_source = (
@@ -616,7 +617,6 @@ class Runtime:
                 lineterm="",
             )
         )
-        self.storage.flush()  # the new version's source is in the store for later diffs
         sys.stderr.write(
             f"autopersist: {func_id} changed since stored calls used it:\n{diff}\n"
             "Does this change require recomputation? [y]es / [n]o, reuse / [a]bort: "

@@ -93,6 +93,22 @@ class Project:
     def db(self) -> sqlite3.Connection:
         return sqlite3.connect(self.store / "store.db")
 
+    def computed_last_run(self) -> dict[str, int]:
+        """``{op_id: calls computed}`` in the most recent run."""
+        with self.db() as conn:
+            rows = conn.execute(
+                "SELECT op_id, count(*) FROM calls WHERE status != 'failed' AND run_id = "
+                "(SELECT run_id FROM runs ORDER BY started DESC LIMIT 1) GROUP BY op_id"
+            ).fetchall()
+        return {op: n for op, n in rows}
+
+    def edit(self, name: str, old: str, new: str) -> None:
+        """Replace ``old`` (which must occur) by ``new`` in file ``name``."""
+        path = self.root / name
+        text = path.read_text(encoding="utf-8")
+        assert old in text, f"{old!r} not in {name}"
+        path.write_text(text.replace(old, new), encoding="utf-8")
+
     def calls_of(self, op: str) -> int:
         """Stored computed calls of ``op`` (``module:qualname``)."""
         with self.db() as conn:
