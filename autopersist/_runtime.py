@@ -51,6 +51,7 @@ from autopersist._storage import Storage
 from autopersist.errors import (
     AutopersistError,
     HashingError,
+    HotOpWarning,
     ImpureCallWarning,
     NoNewCallsError,
     UnhashableArgumentWarning,
@@ -60,6 +61,10 @@ LOG = logging.getLogger(__name__)
 
 _PACKAGE_DIR = str(Path(__file__).parent) + os.sep
 _PREVIEW_CHARS = 200
+#: Call counts at which the hot-op guard compares memoizing cost with work.
+HOT_CHECKS = frozenset({1_001, 10_001})
+#: ... and ignores ops whose memoizing cost so far is below this (seconds).
+HOT_MIN_SECONDS = 0.005
 
 
 @dataclass(eq=False)
@@ -178,6 +183,12 @@ class OpState:
         self.warned: set[str] = set()
         #: Accepted new parameters and their default's hash (loaded on first call).
         self.elide: dict[str, str] | None = None
+        #: The hot-op guard (PRODUCT.md §3.9): calls so far, seconds spent in the
+        #: function and in memoizing it, and whether it now runs plain.
+        self.calls = 0
+        self.work = 0.0
+        self.overhead = 0.0
+        self.plain = False
 
     def __reduce__(self) -> tuple[Any, ...]:
         # An op wrapper passed as a value is hashed with its closure, which holds
@@ -314,7 +325,13 @@ class Runtime:
         self, op: OpState, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """Run or reuse one call of ``op``."""
+        if op.plain:
+            return op.func(*args, **kwargs)
+        started = time.perf_counter()
         self.counters.calls += 1
+        op.calls += 1
+        if op.calls in HOT_CHECKS and not op.always and self._is_hot(op):
+            return op.func(*args, **kwargs)
         try:
             bound = op.bind(args, kwargs)
         except TypeError:
@@ -363,6 +380,7 @@ class Runtime:
                     (self.run_id, call_id, time.time()),
                 )
                 self.provenance.produced(call_id, result, output_id)
+                op.overhead += time.perf_counter() - started
                 return result
         if self.config.no_new_calls:
             shown = ", ".join(f"{n}={_preview(v, 40)}" for n, v in bound)
@@ -371,7 +389,7 @@ class Runtime:
                 "computed; run without --no-new-calls to compute it."
             )
             raise NoNewCallsError(msg)
-        return self._compute(op, args, kwargs, bound, input_hashes, inputs_id)
+        return self._compute(op, args, kwargs, bound, input_hashes, inputs_id, started)
 
     def _compute(
         self,
@@ -381,6 +399,7 @@ class Runtime:
         bound: list[tuple[str, Any]],
         input_hashes: list[tuple[str, str]],
         inputs_id: str,
+        entered: float,
     ) -> Any:
         info = op.info
         seen = self.seen
@@ -444,9 +463,37 @@ class Runtime:
         if stack:
             stack[-1].children.append(call_id)
         self.provenance.produced(call_id, result, output_id)
+        op.work += duration
+        op.overhead += time.perf_counter() - entered - duration
         return result
 
     # -- dependencies --------------------------------------------------------------
+
+    def _is_hot(self, op: OpState) -> bool:
+        """Switch ``op`` to plain execution for the rest of the run when memoizing
+        it costs more than computing it (checked after 1,000 and 10,000 calls)."""
+        if op.overhead <= op.work or op.overhead < HOT_MIN_SECONDS:
+            return False
+        op.plain = True
+        # Callers in the op's own module look it up as a global: give them the plain
+        # function, which still reports that it ran, so it stays a dependency.
+        namespace = op.info.module.namespace
+        name = op.info.qualname
+        wrapper = namespace.get(name)
+        if getattr(wrapper, "__autopersist_op__", None) is op:
+            namespace[name] = op.func
+        per_call = op.overhead / max(op.calls - 1, 1) * 1e6
+        work = op.work / max(op.calls - 1, 1) * 1e6
+        self._warn(
+            op,
+            "hot",
+            f"{op.info.func_id} runs unmemoized for the rest of this run: after "
+            f"{op.calls - 1} calls, memoizing cost {per_call:.1f} us per call and "
+            f"computing {work:.1f} us. Add '# persist: always' to its def line to "
+            "keep it memoized, or '# persist: skip' to never memoize it.",
+            HotOpWarning,
+        )
+        return True
 
     def _dependencies(self, keys: set[str], own: FunctionInfo) -> dict[str, str]:
         """Turn the keys of code that ran into ``{dep name: version or value hash}``.
