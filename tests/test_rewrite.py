@@ -224,3 +224,9 @@ def test_rewrite_is_idempotent_on_the_syntax_tour():
     assert rewrite_source(once, path="tour.py").text == once
     assert len(once.splitlines()) > len(source.splitlines())
     assert original_lines(once) == source.splitlines()
+
+
+def test_unknown_def_line_option_is_an_error_naming_the_line():
+    source = "# persist\n\ndef f(x):  # persist: sometimes\n    return x\n"
+    with pytest.raises(TransformError, match=r"^m\.py:3: unknown autopersist option\(s\) 'sometimes' on def 'f'"):
+        rewrite_source(source, path="m.py")

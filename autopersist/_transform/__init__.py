@@ -95,6 +95,15 @@ def rewrite_source(
     gather = GatherEntriesVisitor(source.splitlines())
     wrapper.visit(gather)
     entries = gather.entries
+    for entry in entries:
+        unknown = entry.options.get("unknown")
+        if unknown:
+            msg = (
+                f"{path}:{entry.first_line}: unknown autopersist option(s) "
+                f"{', '.join(map(repr, unknown))} on def {entry.qualname!r}; valid "
+                "options are skip, always and ignore=a,b."
+            )
+            raise TransformError(msg)
     if not make_ops:
         for entry in entries:
             entry.is_op = False
