@@ -360,11 +360,14 @@ class Runtime:
 
         hit = self._lookup(info, inputs_id)
         if hit is not None:
-            call_id, deps, output_id = hit
+            call_id, stored_deps, output_id, data = hit
             # The enclosing call depends on this op's full version (defaults too).
+            deps = dict(stored_deps)
             deps["f:" + info.func_id] = info.version
             try:
-                result = loads(self.storage.value_bytes(output_id))
+                result = loads(
+                    data if data is not None else self.storage.value_bytes(output_id)
+                )
             except Exception as exc:  # a damaged value: compute instead
                 LOG.warning(
                     "stored value %s unreadable (%s); recomputing", output_id, exc
@@ -599,10 +602,10 @@ class Runtime:
 
     def _lookup(
         self, info: FunctionInfo, inputs_id: str
-    ) -> tuple[str, dict[str, str], str] | None:
+    ) -> tuple[str, dict[str, str], str, bytes | None] | None:
         candidates = [
-            (call_id, dict(self.storage.deps(deps_id)), output_id)
-            for call_id, deps_id, output_id in self.storage.candidates(
+            (call_id, self.storage.deps(deps_id), output_id, data)
+            for call_id, deps_id, output_id, data in self.storage.candidates(
                 info.func_id, inputs_id
             )
         ]

@@ -166,6 +166,7 @@ class Storage:
         self.pending_values: dict[str, bytes | Path] = {}
         self.pending_deps: dict[str, str] = {}
         self._known_values: set[str] = set()
+        self._deps_cache: dict[str, dict[str, str]] = {}
         self._closed = False
         self._error: StorageError | None = None
         self._flusher = threading.Thread(
@@ -176,28 +177,38 @@ class Storage:
 
     # -- reads ---------------------------------------------------------------
 
-    def candidates(self, op_id: str, inputs_id: str) -> list[tuple[str, str, str]]:
-        """Stored reusable calls ``(call_id, deps_id, output_id)`` for these inputs,
-        oldest first."""
-        rows = self._read.execute(
-            "SELECT call_id, deps_id, output_id FROM calls "
-            "WHERE op_id = ? AND inputs_id = ? AND status = 'ok' ORDER BY started",
+    def candidates(
+        self, op_id: str, inputs_id: str
+    ) -> list[tuple[str, str, str, bytes | None]]:
+        """Stored reusable calls ``(call_id, deps_id, output_id, inline output bytes
+        or None)`` for these inputs, oldest first: one indexed query per lookup."""
+        rows: list[tuple[str, str, str, bytes | None]] = self._read.execute(
+            "SELECT c.call_id, c.deps_id, c.output_id, v.data FROM calls c "
+            "LEFT JOIN value_rows v ON v.value_id = c.output_id "
+            "WHERE c.op_id = ? AND c.inputs_id = ? AND c.status = 'ok' ORDER BY c.started",
             (op_id, inputs_id),
         ).fetchall()
         pending = self.pending_calls.get((op_id, inputs_id))
         if pending:
-            rows.extend(pending)
+            rows.extend((*row, None) for row in pending)
         return rows
 
-    def deps(self, deps_id: str) -> list[list[str]]:
+    def deps(self, deps_id: str) -> dict[str, str]:
+        """A stored dependency set; parsed once per process (it never changes)."""
+        found = self._deps_cache.get(deps_id)
+        if found is not None:
+            return found
         data = self.pending_deps.get(deps_id)
         if data is None:
             row = self._read.execute(
                 "SELECT data FROM deps WHERE deps_id = ?", (deps_id,)
             ).fetchone()
             data = row[0] if row else "[]"
-        result: list[list[str]] = json.loads(data)
-        return result
+        found = {name: value for name, value in json.loads(data)}
+        if len(self._deps_cache) > 10_000:
+            self._deps_cache.clear()
+        self._deps_cache[deps_id] = found
+        return found
 
     def value_bytes(self, value_id: str) -> bytes:
         """The pickled bytes of a stored value."""
@@ -319,7 +330,10 @@ class Storage:
                 )
             for child in children:
                 self._buffer.append(
-                    ("INSERT OR IGNORE INTO call_parents VALUES (?, ?)", (child, call_id))
+                    (
+                        "INSERT OR IGNORE INTO call_parents VALUES (?, ?)",
+                        (child, call_id),
+                    )
                 )
 
     def add_row(self, sql: str, params: tuple[Any, ...]) -> None:
@@ -339,8 +353,21 @@ class Storage:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for sql, params in batch:
-                    conn.execute(sql, params)
+                # Runs of the same statement go through executemany: one prepared
+                # statement per run instead of one execute per row.
+                start = 0
+                while start < len(batch):
+                    sql = batch[start][0]
+                    end = start + 1
+                    while end < len(batch) and batch[end][0] is sql:
+                        end += 1
+                    if end - start == 1:
+                        conn.execute(sql, batch[start][1])
+                    else:
+                        conn.executemany(
+                            sql, [params for _, params in batch[start:end]]
+                        )
+                    start = end
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

@@ -97,7 +97,7 @@ def rewrite_source(
     entries = gather.entries
     for entry in entries:
         unknown = entry.options.get("unknown")
-        if unknown:
+        if isinstance(unknown, tuple) and unknown:
             msg = (
                 f"{path}:{entry.first_line}: unknown autopersist option(s) "
                 f"{', '.join(map(repr, unknown))} on def {entry.qualname!r}; valid "
