@@ -9,29 +9,41 @@ Two paths with different needs share this module:
 * the query path (``open_query_database``) hands out a ``sqlite_utils.Database``
   for the Store API and the CLI, imported on first use.
 
-Durability: writes are buffered in memory and committed in one transaction at
-least every ``FLUSH_SECONDS`` (by a daemon thread), at ``flush()`` and at
-``close()``. A blob file is written completely (temporary name, then an atomic
-rename) before the row that names it is committed, so a kill at any moment leaves
-a consistent store that keeps every call committed before it. Rows are inserted
-with ``INSERT OR IGNORE`` on content-derived keys, so several processes can write
-one store at once without duplicates.
+Durability (see docs/durability.md): writes are buffered in memory and committed
+in one transaction at least every ``FLUSH_SECONDS`` (by a daemon thread), at
+``flush()`` and at ``close()``; in child processes (``commit_each_call``) at the
+end of every call, because workers often leave through ``os._exit``. A blob file is
+written completely (temporary name, then an atomic rename) before the row that
+names it is committed, and a call is buffered after its values, so a kill at any
+moment leaves a consistent store that keeps every call committed before it.
+``check_consistency`` verifies exactly that. Rows are inserted with ``INSERT OR
+IGNORE`` on content-derived keys, so several processes can write one store at once
+without duplicates; ``BEGIN IMMEDIATE`` plus a long busy timeout serializes them.
+
+Fork safety: a forked child must not use its parent's SQLite connections, so an
+``os.register_at_fork`` hook quiesces every open ``Storage`` before ``fork()`` and
+gives the child fresh connections, locks and an empty buffer (the parent commits
+what it had buffered).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
 from autopersist._schema import DDL, SCHEMA_VERSION
 from autopersist.errors import SchemaVersionError, StorageError
+
+LOG = logging.getLogger(__name__)
 
 DB_NAME = "store.db"
 BLOB_DIR = "blobs"
@@ -39,7 +51,25 @@ BLOB_DIR = "blobs"
 INLINE_LIMIT = 64 * 1024
 #: A finished call is committed at most this long after it finished.
 FLUSH_SECONDS = 0.5
+#: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_MS = 120_000
+#: While commits fail (full disk), keep at most this many statements to retry.
+MAX_RETRY_STATEMENTS = 200_000
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_INSERT_VALUE = "INSERT OR IGNORE INTO value_rows VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_DEPS = "INSERT OR IGNORE INTO deps VALUES (?, ?)"
+_INSERT_CALL = "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_EDGE = "INSERT OR IGNORE INTO call_values VALUES (?, ?, ?, ?)"
+_INSERT_LINK = "INSERT OR IGNORE INTO call_links VALUES (?, ?, ?, ?, ?)"
+_INSERT_PARENT = "INSERT OR IGNORE INTO call_parents VALUES (?, ?)"
+_INSERT_USE = "INSERT INTO uses VALUES (?, ?, ?)"
+_COUNT_INTO_RUN = (
+    "UPDATE runs SET calls = calls + ?, reused = reused + ?, computed = computed + ?, "
+    "failed = failed + ? WHERE run_id = ?"
+)
+
+Statement = tuple[str, tuple[Any, ...]]
 
 
 def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -56,28 +86,40 @@ def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 
 
 def _storage_error(store_dir: Path, exc: BaseException) -> StorageError:
-    text = str(exc)
+    text = str(exc) or type(exc).__name__
+    errno = getattr(exc, "errno", None)
     if "not a database" in text or "malformed" in text:
         msg = (
             f"{store_dir / DB_NAME} is not a readable autopersist store ({text}); "
             "move it aside or point --store / AUTOPERSIST_STORE at another directory."
         )
-    elif "readonly" in text or "read-only" in text or "unable to open" in text:
+    elif ("disk" in text and "full" in text) or errno == 28:  # ENOSPC
         msg = (
-            f"cannot write the store in {store_dir} ({text}); check that the "
-            "directory is writable, or point --store at a writable directory."
+            f"the disk holding the store {store_dir} is full ({text}); free space and "
+            "run again (calls committed before this point are kept)."
         )
-    elif "disk" in text and "full" in text:
+    elif (
+        "readonly" in text
+        or "read-only" in text
+        or "unable to open" in text
+        or errno in (1, 13, 30)  # EPERM, EACCES, EROFS
+    ):
         msg = (
-            f"the disk holding {store_dir} is full ({text}); free space and run "
-            "again; calls committed before this point are kept."
+            f"cannot write the store in {store_dir} ({text}); make the directory "
+            "writable, or point --store at a writable directory."
+        )
+    elif "locked" in text or "busy" in text:
+        msg = (
+            f"the store {store_dir} stayed locked by another process for "
+            f"{BUSY_TIMEOUT_MS // 1000} s ({text}); check for a hung autopersist "
+            "process, or use another --store."
         )
     else:
-        msg = f"store {store_dir} failed: {text}"
+        msg = f"the store {store_dir} failed ({text}); set AUTOPERSIST_DEBUG=1 for details."
     return StorageError(msg)
 
 
-def check_store_dir(store_dir: Path, *, create: bool) -> None:
+def check_store_dir(store_dir: Path, *, create: bool, write: bool = False) -> None:
     """Raise a clear ``StorageError`` when ``store_dir`` cannot hold a store."""
     if store_dir.exists() and not store_dir.is_dir():
         msg = (
@@ -95,11 +137,60 @@ def check_store_dir(store_dir: Path, *, create: bool) -> None:
         try:
             store_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            msg = f"cannot create the store directory {store_dir}: {exc.strerror}."
+            msg = (
+                f"cannot create the store directory {store_dir} ({exc.strerror}); "
+                "pass --store with a directory you can write."
+            )
             raise StorageError(msg) from exc
     if not os.access(store_dir, os.R_OK | os.X_OK):
-        msg = f"the store directory {store_dir} is not readable; fix its permissions."
+        msg = (
+            f"the store directory {store_dir} is not readable; fix its permissions "
+            f"(chmod u+rx {store_dir}) or pass --store with another directory."
+        )
         raise StorageError(msg)
+    if write:
+        # os.access also sees immutable directories and read-only mounts, even as root.
+        targets = [store_dir, store_dir / DB_NAME]
+        for target in targets:
+            if target.exists() and not os.access(target, os.W_OK):
+                msg = (
+                    f"the store {target} is read-only; make it writable (chmod u+w "
+                    f"{target}) or pass --store with a writable directory."
+                )
+                raise StorageError(msg)
+
+
+def read_header_version(db_path: Path) -> int | None:
+    """The store's format version, read from the file header without SQLite, so a
+    foreign or newer file is refused before anything could touch it; None when the
+    file is empty (a store being created).
+
+    :raises StorageError: the file is not an SQLite database.
+    """
+    try:
+        with open(db_path, "rb") as handle:
+            head = handle.read(100)
+    except OSError as exc:
+        raise _storage_error(db_path.parent, exc) from exc
+    if not head:
+        return None
+    if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
+        msg = (
+            f"{db_path} is not an autopersist store (not an SQLite database); move it "
+            "aside or point --store / AUTOPERSIST_STORE at another directory."
+        )
+        raise StorageError(msg)
+    return int.from_bytes(head[60:64], "big")  # PRAGMA user_version lives here
+
+
+def _refuse_newer(found: int, store_dir: Path) -> None:
+    if found > SCHEMA_VERSION:
+        msg = (
+            f"{store_dir} was written by a newer autopersist (store format "
+            f"{found}, this version reads {SCHEMA_VERSION}); upgrade autopersist "
+            "or use another --store."
+        )
+        raise SchemaVersionError(msg)
 
 
 def check_schema_version(conn: sqlite3.Connection, store_dir: Path) -> int:
@@ -108,14 +199,30 @@ def check_schema_version(conn: sqlite3.Connection, store_dir: Path) -> int:
         found: int = conn.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
         raise _storage_error(store_dir, exc) from exc
-    if found > SCHEMA_VERSION:
-        msg = (
-            f"{store_dir} was written by a newer autopersist (store format "
-            f"{found}, this version reads {SCHEMA_VERSION}); upgrade autopersist "
-            "or use another --store."
-        )
-        raise SchemaVersionError(msg)
+    _refuse_newer(found, store_dir)
     return found
+
+
+def _table_names() -> list[str]:
+    names = []
+    for statement in DDL.split(";"):
+        words = statement.split()
+        if words[:2] == ["CREATE", "TABLE"]:
+            names.append(
+                words[5] if words[2:5] == ["IF", "NOT", "EXISTS"] else words[2]
+            )
+    return names
+
+
+TABLES = tuple(_table_names())
+
+
+def _missing_tables(conn: sqlite3.Connection) -> list[str]:
+    present = {
+        row[0]
+        for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    return [name for name in TABLES if name not in present]
 
 
 def create_schema(conn: sqlite3.Connection, store_dir: Path) -> None:
@@ -138,59 +245,119 @@ def create_schema(conn: sqlite3.Connection, store_dir: Path) -> None:
         raise _storage_error(store_dir, exc) from exc
 
 
+class _Pending:
+    """Buffered rows that lookups must see before they are committed."""
+
+    __slots__ = ("calls", "deps", "values")
+
+    def __init__(self) -> None:
+        self.calls: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+        self.values: dict[str, bytes | Path] = {}
+        self.deps: dict[str, str] = {}
+
+    def absorb(self, newer: _Pending) -> None:
+        for key, rows in newer.calls.items():
+            self.calls.setdefault(key, []).extend(rows)
+        self.values.update(newer.values)
+        self.deps.update(newer.deps)
+
+
+#: Open stores, quiesced around ``fork()`` (see ``_before_fork``).
+_live: weakref.WeakSet[Storage] = weakref.WeakSet()
+#: Connections inherited across fork: never used and never closed in the child.
+_abandoned: list[sqlite3.Connection] = []
+
+
 class Storage:
     """Read and buffered write access to one store, for the run-time path.
 
-    Thread-safety: ``_lock`` guards the write buffer and the pending indexes; reads
-    use their own connection. ``pending_*`` dicts make buffered writes visible to
-    lookups before they are committed.
+    Locks (always taken in this order): ``_commit_lock`` serializes commits on the
+    write connection; ``_lock`` guards the buffer and the pending indexes (held
+    only for list and dict operations, never while waiting for SQLite, so a busy
+    store does not stall the program); ``_read_lock`` guards the read connection.
+    Lookups see buffered rows through ``_pending`` (buffered) and ``_committing``
+    (in the transaction being committed).
     """
 
     def __init__(self, store_dir: Path) -> None:
         self.store_dir = store_dir
-        check_store_dir(store_dir, create=True)
         self.db_path = store_dir / DB_NAME
+        check_store_dir(store_dir, create=True, write=True)
+        if self.db_path.exists():
+            found = read_header_version(self.db_path)
+            if found is not None:
+                _refuse_newer(found, store_dir)
         try:
             self._write = _connect(self.db_path)
             # Check the format before anything writes: a newer store stays untouched.
             if check_schema_version(self._write, store_dir) < SCHEMA_VERSION:
                 self._write.execute("PRAGMA journal_mode = WAL")
                 create_schema(self._write, store_dir)
+            missing = _missing_tables(self._write)
             self._write.execute("PRAGMA synchronous = NORMAL")
             self._read = _connect(self.db_path)
         except sqlite3.Error as exc:
             raise _storage_error(store_dir, exc) from exc
+        if missing:
+            msg = (
+                f"the store {store_dir} is damaged (tables missing: "
+                f"{', '.join(missing)}); move it aside and run again."
+            )
+            raise StorageError(msg)
+        self._init_state()
+        _live.add(self)
+
+    def _init_state(self) -> None:
+        self._commit_lock = threading.RLock()
         self._lock = threading.RLock()
-        self._buffer: list[tuple[str, tuple[Any, ...]]] = []
-        self.pending_calls: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
-        self.pending_values: dict[str, bytes | Path] = {}
-        self.pending_deps: dict[str, str] = {}
+        self._read_lock = threading.RLock()
+        self._buffer: list[Statement] = []
+        self._pending = _Pending()
+        self._committing = _Pending()
         self._known_values: set[str] = set()
         self._deps_cache: dict[str, dict[str, str]] = {}
         self._closed = False
+        #: The first write error; reported by ``close()``.
         self._error: StorageError | None = None
-        self._flusher = threading.Thread(
-            target=self._flush_loop, name="autopersist-flush", daemon=True
-        )
+        #: After a write error that lost data, nothing more is buffered.
+        self._dropping = False
+        #: Child processes commit at the end of every call and count into their run.
+        self._each_call = False
+        self._count_run: str | None = None
         self._wake = threading.Event()
-        self._flusher.start()
+        self._flusher: threading.Thread | None = None
+
+    def commit_each_call(self, run_id: str) -> None:
+        """Commit at the end of every call (and reuse), adding the counts to run
+        ``run_id``: for worker processes, which often exit through ``os._exit``."""
+        self._each_call = True
+        self._count_run = run_id
 
     # -- reads ---------------------------------------------------------------
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        try:
+            with self._read_lock:
+                return self._read.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _storage_error(self.store_dir, exc) from exc
 
     def candidates(
         self, op_id: str, inputs_id: str
     ) -> list[tuple[str, str, str, bytes | None]]:
         """Stored reusable calls ``(call_id, deps_id, output_id, inline output bytes
         or None)`` for these inputs, oldest first: one indexed query per lookup."""
-        rows: list[tuple[str, str, str, bytes | None]] = self._read.execute(
+        rows: list[tuple[str, str, str, bytes | None]] = self._query(
             "SELECT c.call_id, c.deps_id, c.output_id, v.data FROM calls c "
             "LEFT JOIN value_rows v ON v.value_id = c.output_id "
-            "WHERE c.op_id = ? AND c.inputs_id = ? AND c.status = 'ok' ORDER BY c.started",
+            "WHERE c.op_id = ? AND c.inputs_id = ? AND c.status = 'ok' "
+            "ORDER BY c.started",
             (op_id, inputs_id),
-        ).fetchall()
-        pending = self.pending_calls.get((op_id, inputs_id))
-        if pending:
-            rows.extend((*row, None) for row in pending)
+        )
+        for pending in (self._committing, self._pending):
+            found = pending.calls.get((op_id, inputs_id))
+            if found:
+                rows.extend((*row, None) for row in found)
         return rows
 
     def deps(self, deps_id: str) -> dict[str, str]:
@@ -198,12 +365,10 @@ class Storage:
         found = self._deps_cache.get(deps_id)
         if found is not None:
             return found
-        data = self.pending_deps.get(deps_id)
+        data = self._pending.deps.get(deps_id) or self._committing.deps.get(deps_id)
         if data is None:
-            row = self._read.execute(
-                "SELECT data FROM deps WHERE deps_id = ?", (deps_id,)
-            ).fetchone()
-            data = row[0] if row else "[]"
+            rows = self._query("SELECT data FROM deps WHERE deps_id = ?", (deps_id,))
+            data = rows[0][0] if rows else "[]"
         found = {name: value for name, value in json.loads(data)}
         if len(self._deps_cache) > 10_000:
             self._deps_cache.clear()
@@ -211,71 +376,101 @@ class Storage:
         return found
 
     def value_bytes(self, value_id: str) -> bytes:
-        """The pickled bytes of a stored value."""
-        pending = self.pending_values.get(value_id)
+        """The pickled bytes of a stored value.
+
+        :raises StorageError: the value is missing, or its blob file is damaged.
+        """
+        pending = self._pending.values.get(value_id)
+        if pending is None:
+            pending = self._committing.values.get(value_id)
         if isinstance(pending, bytes):
             return pending
+        size: int | None = None
         if pending is None:
-            row = self._read.execute(
-                "SELECT data FROM value_rows WHERE value_id = ?", (value_id,)
-            ).fetchone()
-            if row is None:
+            rows = self._query(
+                "SELECT data, size FROM value_rows WHERE value_id = ?", (value_id,)
+            )
+            if not rows:
                 msg = f"value {value_id} is missing from the store {self.store_dir}."
                 raise StorageError(msg)
-            if row[0] is not None:
-                return bytes(row[0])
-        return self.blob_path(value_id).read_bytes()
+            if rows[0][0] is not None:
+                return bytes(rows[0][0])
+            size = rows[0][1]
+        path = self.blob_path(value_id)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            msg = f"the blob file {path} of value {value_id} cannot be read ({exc})."
+            raise StorageError(msg) from exc
+        if size is not None and len(data) != size:
+            msg = f"the blob file {path} has {len(data)} bytes, expected {size}."
+            raise StorageError(msg)
+        return data
 
     def accepted_rows(self) -> list[tuple[str, str, str, str | None]]:
         """``(func_id, old_version, new_version, new_params_json)`` declared
         compatible with ``autopersist accept``."""
-        rows: list[tuple[str, str, str, str | None]] = self._read.execute(
-            "SELECT func_id, old_version, new_version, new_params FROM accepted"
-        ).fetchall()
-        return rows
+        return self._query(
+            "SELECT func_id, old_version, new_version, new_params FROM accepted", ()
+        )
 
     def version_source(self, func_id: str, version_id: str) -> str | None:
         """The stored source of a version (``version_id`` or its ``call_version``)."""
-        row = self._read.execute(
+        rows = self._query(
             "SELECT source FROM versions WHERE func_id = ? "
             "AND (version_id = ? OR call_version = ?)",
             (func_id, version_id, version_id),
-        ).fetchone()
-        return None if row is None else str(row[0])
+        )
+        return None if not rows else str(rows[0][0])
 
     # -- writes (buffered) ---------------------------------------------------------
 
     def blob_path(self, value_id: str) -> Path:
         return self.store_dir / BLOB_DIR / value_id[:2] / value_id[2:]
 
+    def _append(self, statements: list[Statement]) -> bool:
+        """Buffer statements; False when the store no longer accepts writes."""
+        with self._lock:
+            if self._dropping or self._closed:
+                return False
+            self._buffer.extend(statements)
+            if self._flusher is None:
+                self._start_flusher()
+            return True
+
     def add_value(
         self, value_id: str, data: bytes, type_name: str, preview: str
     ) -> None:
         """Store a value once; large ones go to a blob file written right away."""
-        if value_id in self._known_values:
+        if value_id in self._known_values or self._dropping:
             return
-        self._known_values.add(value_id)
-        if len(self._known_values) > 200_000:  # bounded memory in very long runs
-            self._known_values.clear()
         inline: bytes | None = data
         if len(data) > INLINE_LIMIT:
-            self._write_blob(value_id, data)
+            try:
+                self._write_blob(value_id, data)
+            except StorageError as exc:
+                # The call that needs this value must not be committed without it:
+                # stop buffering altogether (the program itself runs on).
+                self._fail(exc, dropping=True)
+                return
             inline = None
+        row = (value_id, type_name, len(data), preview, inline, time.time())
         with self._lock:
-            self.pending_values[value_id] = (
+            if not self._append([(_INSERT_VALUE, row)]):
+                return
+            self._pending.values[value_id] = (
                 data if inline is not None else self.blob_path(value_id)
             )
-            self._buffer.append(
-                (
-                    "INSERT OR IGNORE INTO value_rows VALUES (?, ?, ?, ?, ?, ?)",
-                    (value_id, type_name, len(data), preview, inline, time.time()),
-                )
-            )
+            # Known only once its row is buffered: a call naming it commits after it.
+            if len(self._known_values) > 200_000:  # bounded memory in long runs
+                self._known_values.clear()
+            self._known_values.add(value_id)
 
     def _write_blob(self, value_id: str, data: bytes) -> None:
         path = self.blob_path(value_id)
-        if path.exists():
-            return
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == len(data):
+                return  # written by this or another process (same content, same id)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -292,12 +487,10 @@ class Storage:
 
     def add_deps(self, deps_id: str, data: str) -> None:
         with self._lock:
-            if deps_id in self.pending_deps:
+            if deps_id in self._pending.deps:
                 return
-            self.pending_deps[deps_id] = data
-            self._buffer.append(
-                ("INSERT OR IGNORE INTO deps VALUES (?, ?)", (deps_id, data))
-            )
+            if self._append([(_INSERT_DEPS, (deps_id, data))]):
+                self._pending.deps[deps_id] = data
 
     def add_call(
         self,
@@ -307,48 +500,40 @@ class Storage:
         children: list[str] = (),  # type: ignore[assignment]
     ) -> None:
         """Buffer a call row (``calls`` column order), its value edges, provenance
-        links, and the calls made while it computed (``children``)."""
+        links, and the calls made while it computed (``children``). Its values and
+        deps must have been added before, so they commit no later than the call."""
         call_id, op_id, _version, inputs_id, deps_id, output_id, status = row[:7]
+        statements: list[Statement] = [(_INSERT_CALL, row)]
+        statements.extend((_INSERT_EDGE, edge) for edge in edges)
+        statements.extend((_INSERT_LINK, link) for link in links)
+        statements.extend((_INSERT_PARENT, (child, call_id)) for child in children)
         with self._lock:
+            if not self._append(statements):
+                return
             if status == "ok":
-                self.pending_calls.setdefault((op_id, inputs_id), []).append(
+                self._pending.calls.setdefault((op_id, inputs_id), []).append(
                     (call_id, deps_id, output_id)
                 )
-            self._buffer.append(
-                (
-                    "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    row,
-                )
-            )
-            for edge in edges:
-                self._buffer.append(
-                    ("INSERT OR IGNORE INTO call_values VALUES (?, ?, ?, ?)", edge)
-                )
-            for link in links:
-                self._buffer.append(
-                    ("INSERT OR IGNORE INTO call_links VALUES (?, ?, ?, ?, ?)", link)
-                )
-            for child in children:
-                self._buffer.append(
-                    (
-                        "INSERT OR IGNORE INTO call_parents VALUES (?, ?)",
-                        (child, call_id),
-                    )
-                )
+        if self._each_call:
+            self._flush_quietly()
+
+    def add_use(self, run_id: str, call_id: str, used_at: float) -> None:
+        """Record that ``run_id`` reused stored call ``call_id``."""
+        self.add_row(_INSERT_USE, (run_id, call_id, used_at))
 
     def add_row(self, sql: str, params: tuple[Any, ...]) -> None:
         """Buffer any other statement (functions, versions, uses, run updates)."""
-        with self._lock:
-            self._buffer.append((sql, params))
+        if self._append([(sql, params)]) and self._each_call and _is_use(sql):
+            self._flush_quietly()
 
     def execute_now(self, sql: str, params: tuple[Any, ...]) -> None:
         """Run one write statement in its own committed transaction."""
-        with self._lock:
+        with self._commit_lock:
             self._commit([(sql, params)])
 
     # -- committing ----------------------------------------------------------------
 
-    def _commit(self, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
+    def _commit(self, batch: list[Statement]) -> None:
         conn = self._write
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -370,38 +555,80 @@ class Storage:
                     start = end
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise _storage_error(self.store_dir, exc) from exc
 
     def flush(self) -> None:
-        """Commit everything buffered; raise the first error a background flush met."""
+        """Commit everything buffered, in one transaction.
+
+        :raises StorageError: the commit failed; the rows stay buffered for a retry.
+        """
+        with self._commit_lock:
+            with self._lock:
+                if not self._buffer:
+                    return
+                batch, self._buffer = self._buffer, []
+                self._committing, self._pending = self._pending, _Pending()
+            statements = batch
+            if self._count_run is not None:
+                statements = [*batch, _run_counts(batch, self._count_run)]
+            try:
+                self._commit(statements)
+            except StorageError:
+                with self._lock:
+                    # Back in front, in order: a retry commits them before newer rows.
+                    self._buffer[:0] = batch
+                    self._committing.absorb(self._pending)
+                    self._pending, self._committing = self._committing, _Pending()
+                    if len(self._buffer) > MAX_RETRY_STATEMENTS:
+                        # Bounded memory: give up on everything not committed yet.
+                        self._buffer.clear()
+                        self._dropping = True
+                raise
+            with self._lock:
+                self._committing = _Pending()
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.flush()
+        except StorageError as exc:
+            self._fail(exc, dropping=False)
+
+    def _fail(self, exc: StorageError, *, dropping: bool) -> None:
         with self._lock:
-            if self._error is not None:
-                error, self._error = self._error, None
-                raise error
-            if not self._buffer:
-                return
-            batch, self._buffer = self._buffer, []
-            self._commit(batch)
-            self.pending_calls.clear()
-            self.pending_values.clear()
-            self.pending_deps.clear()
+            if self._error is None:
+                self._error = exc
+                LOG.warning(
+                    "autopersist: %s The script goes on; its calls may not be stored.",
+                    exc,
+                )
+            if dropping:
+                # Stop buffering for the rest of this process; rows buffered so far
+                # are complete and are still retried (at the latest by close()).
+                self._dropping = True
+
+    def _start_flusher(self) -> None:
+        self._flusher = threading.Thread(
+            target=self._flush_loop, name="autopersist-flush", daemon=True
+        )
+        self._flusher.start()
 
     def _flush_loop(self) -> None:
         while not self._closed:
             self._wake.wait(FLUSH_SECONDS)
             if self._closed:
                 return
-            try:
-                self.flush()
-            except StorageError as exc:
-                with self._lock:
-                    self._error = exc
+            self._flush_quietly()
 
     def close(self) -> None:
-        """Flush and close; safe to call twice."""
+        """Flush and close; safe to call twice.
+
+        :raises StorageError: a commit failed during the run or now; every call
+            committed before the failure is kept.
+        """
         if self._closed:
             return
         try:
@@ -409,9 +636,179 @@ class Storage:
         finally:
             self._closed = True
             self._wake.set()
-            self._read.close()
-            with self._lock:
+            with self._commit_lock, self._lock, self._read_lock:
+                self._read.close()
                 self._write.close()
+            _live.discard(self)
+        if self._error is not None:
+            raise self._error
+
+    # -- fork ----------------------------------------------------------------------
+
+    def _acquire_for_fork(self) -> None:
+        self._commit_lock.acquire()
+        self._lock.acquire()
+        self._read_lock.acquire()
+
+    def _release_after_fork(self) -> None:
+        self._read_lock.release()
+        self._lock.release()
+        self._commit_lock.release()
+
+    def _reset_in_child(self) -> None:
+        """Fresh connections, locks and buffer for a forked child; the parent
+        commits what it had buffered."""
+        _abandon(self._write)
+        _abandon(self._read)
+        closed = self._closed
+        self._init_state()
+        self._closed = closed
+        if closed:
+            return
+        try:
+            self._write = _connect(self.db_path)
+            self._write.execute("PRAGMA synchronous = NORMAL")
+            self._read = _connect(self.db_path)
+        except sqlite3.Error as exc:
+            self._fail(_storage_error(self.store_dir, exc), dropping=True)
+
+
+def _is_use(sql: str) -> bool:
+    return sql.startswith("INSERT INTO uses")
+
+
+def _run_counts(batch: list[Statement], run_id: str) -> Statement:
+    """The ``runs`` counter update for the calls and reuses in ``batch``."""
+    reused = computed = failed = 0
+    for sql, params in batch:
+        if sql == _INSERT_CALL:
+            if params[6] == "failed":
+                failed += 1
+            else:
+                computed += 1
+        elif _is_use(sql):
+            reused += 1
+    return (
+        _COUNT_INTO_RUN,
+        (reused + computed + failed, reused, computed, failed, run_id),
+    )
+
+
+def _abandon(conn: sqlite3.Connection) -> None:
+    """Keep an inherited connection alive forever: closing it in the child would
+    touch locks and the WAL that belong to the parent."""
+    try:
+        import ctypes
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+    except Exception:
+        _abandoned.append(conn)
+
+
+def _before_fork() -> None:
+    for storage in list(_live):
+        storage._acquire_for_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for storage in list(_live):
+        storage._release_after_fork()
+
+
+def _after_fork_in_child() -> None:
+    for storage in list(_live):
+        storage._reset_in_child()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
+
+
+def check_consistency(store_dir: Path) -> list[str]:
+    """Problems that would make the store unusable or a result unfounded: one
+    sentence each; an empty list for a consistent store.
+
+    Checks the SQLite file (``integrity_check``), the schema, that every row points
+    at rows that exist (calls at their values and deps, edges, links, parents and
+    reuses at their calls, versions at their functions, calls at their run) and that
+    every blob file exists with the size its value row records. Unreferenced values
+    and blob files are not problems (``autopersist gc`` removes them).
+    """
+    db_path = store_dir / DB_NAME
+    if not db_path.exists():
+        return [f"{db_path} does not exist."]
+    conn = sqlite3.connect(f"file:{db_path}", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        return _problems(conn, store_dir)
+    except sqlite3.Error as exc:
+        return [f"{db_path} cannot be read: {exc}."]
+    finally:
+        conn.close()
+
+
+_DANGLING = (
+    ("calls", "output_id", "value_rows", "value_id", "output_id IS NOT NULL"),
+    ("calls", "deps_id", "deps", "deps_id", "deps_id IS NOT NULL"),
+    ("calls", "run_id", "runs", "run_id", "1"),
+    ("call_values", "call_id", "calls", "call_id", "1"),
+    ("call_values", "value_id", "value_rows", "value_id", "1"),
+    ("call_links", "call_id", "calls", "call_id", "1"),
+    ("call_links", "source_call_id", "calls", "call_id", "1"),
+    ("call_parents", "call_id", "calls", "call_id", "1"),
+    ("call_parents", "parent_call_id", "calls", "call_id", "1"),
+    ("uses", "call_id", "calls", "call_id", "1"),
+    ("versions", "func_id", "functions", "func_id", "1"),
+)
+
+
+def _problems(conn: sqlite3.Connection, store_dir: Path) -> list[str]:
+    problems = [
+        f"integrity_check: {row[0]}"
+        for row in conn.execute("PRAGMA integrity_check").fetchall()
+        if row[0] != "ok"
+    ]
+    if problems:
+        return problems
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    missing = _missing_tables(conn)
+    if version == 0 and len(missing) == len(TABLES):
+        return []  # killed before the schema was committed: a new, empty store
+    if version != SCHEMA_VERSION:
+        problems.append(f"user_version is {version}, expected {SCHEMA_VERSION}.")
+    if missing:
+        return [*problems, f"tables missing: {', '.join(missing)}."]
+    for table, column, target, key, where in _DANGLING:
+        count, example = conn.execute(
+            f"SELECT count(*), min(t.{column}) FROM {table} AS t "
+            f"WHERE {where} AND NOT EXISTS "
+            f"(SELECT 1 FROM {target} AS u WHERE u.{key} = t.{column})"
+        ).fetchone()
+        if count:
+            problems.append(
+                f"{count} {table} row(s) point at a missing {target} row "
+                f"({column} = {example!r})."
+            )
+    for value_id, size, is_blob in conn.execute(
+        "SELECT value_id, size, data IS NULL FROM value_rows "
+        "WHERE data IS NULL OR length(data) != size"
+    ):
+        if not is_blob:
+            problems.append(f"value {value_id} holds a different size than recorded.")
+            continue
+        path = store_dir / BLOB_DIR / value_id[:2] / value_id[2:]
+        try:
+            found = path.stat().st_size
+        except OSError:
+            problems.append(f"value {value_id}: blob file {path} is missing.")
+            continue
+        if found != size:
+            problems.append(
+                f"value {value_id}: blob file {path} has {found} bytes, expected {size}."
+            )
+    return problems
 
 
 def open_query_database(store_dir: Path, *, write: bool = False) -> Any:
@@ -427,6 +824,9 @@ def open_query_database(store_dir: Path, *, write: bool = False) -> Any:
             "first, or pass --store with the right directory."
         )
         raise StorageError(msg)
+    found = read_header_version(db_path)
+    if found is not None:
+        _refuse_newer(found, store_dir)
     import sqlite_utils
 
     try:
