@@ -603,12 +603,17 @@ class Runtime:
     def _lookup(
         self, info: FunctionInfo, inputs_id: str
     ) -> tuple[str, dict[str, str], str, bytes | None] | None:
-        candidates = [
-            (call_id, self.storage.deps(deps_id), output_id, data)
-            for call_id, deps_id, output_id, data in self.storage.candidates(
-                info.func_id, inputs_id
+        candidates = []
+        for row in self.storage.candidates(info.func_id, inputs_id):
+            deps = self.storage.deps(row[1])
+            candidates.append(
+                (
+                    row[0],
+                    deps if isinstance(deps, dict) else dict(deps),
+                    row[2],
+                    row[3] if len(row) > 3 else None,
+                )
             )
-        ]
         for candidate in candidates:
             if self._deps_hold(candidate[1], info):
                 return candidate
