@@ -61,11 +61,15 @@ class Project:
         return env
 
     def _run(
-        self, args: list[str], env: dict[str, str] | None, timeout: float
+        self,
+        args: list[str],
+        env: dict[str, str] | None,
+        timeout: float,
+        cwd: Path | None = None,
     ) -> Result:
         proc = subprocess.run(
             args,
-            cwd=self.root,
+            cwd=cwd or self.root,
             env=env or self.env(),
             capture_output=True,
             text=True,
@@ -75,20 +79,30 @@ class Project:
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def cli(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        cwd: Path | None = None,
     ) -> Result:
-        """``python -m autopersist ARGS`` in the project directory."""
-        return self._run([sys.executable, "-m", "autopersist", *args], env, timeout)
+        """``python -m autopersist ARGS`` in the project directory (or ``cwd``)."""
+        return self._run(
+            [sys.executable, "-m", "autopersist", *args], env, timeout, cwd
+        )
 
     def run(self, script: str, *args: str, **kw: object) -> Result:
         """``python -m autopersist run SCRIPT ARGS``."""
         return self.cli("run", script, *args, **kw)  # type: ignore[arg-type]
 
     def python(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        cwd: Path | None = None,
     ) -> Result:
-        """Plain ``python ARGS`` (no autopersist) in the project directory."""
-        return self._run([sys.executable, *args], env, timeout)
+        """Plain ``python ARGS`` (no autopersist) in the project directory (or ``cwd``)."""
+        return self._run([sys.executable, *args], env, timeout, cwd)
 
     def db(self) -> sqlite3.Connection:
         return sqlite3.connect(self.store / "store.db")
