@@ -9,15 +9,29 @@ count as dependencies), caches the rewritten bytecode under its own tag
 
 ``activate`` creates the process's ``Session``: the store, the run record and the
 ``Runtime``; ``install`` puts the finder on ``sys.meta_path``.
+
+Child processes (docs/durability.md): the session exports ``AUTOPERSIST=1``, the
+run id, the store and the project root, and, when autopersist's start-up ``.pth``
+is not installed in a site directory (a source checkout on ``PYTHONPATH``),
+prepends ``hooks/child-startup`` (a chaining ``sitecustomize``) to ``PYTHONPATH``,
+so every Python child turns the hook on and joins the run. A forked child gets
+fresh store connections and commits each call at once (workers leave through
+``os._exit``). Code rewritten here can also run outside ``PersistLoader`` (``python
+-m`` through ``runpy``, ``multiprocessing``'s spawn re-running the main script
+through ``runpy.run_path``): ``builtins.__autopersist__`` then binds the module on
+its first line.
 """
 
 from __future__ import annotations
 
 import atexit
+import builtins
 import contextlib
 import importlib._bootstrap_external as bootstrap_external
 import json
 import os
+import runpy
+import site
 import sys
 import threading
 import time
@@ -35,7 +49,13 @@ from autopersist._names import ENV_ACTIVATE, ENV_ROOT, ENV_RUN_ID, ENV_STORE
 from autopersist._runtime import Runtime
 from autopersist._storage import Storage
 from autopersist._transform import compile_rewritten, has_marker, rewrite_source
-from autopersist.errors import AlreadyImportedWarning
+from autopersist.errors import AlreadyImportedWarning, TransformError
+
+#: The start-up hook file installed into site-packages with the package.
+STARTUP_PTH = "autopersist-startup.pth"
+#: A ``sitecustomize`` that activates the hook in children when the ``.pth`` is not
+#: installed (a source checkout used through ``PYTHONPATH``).
+CHILD_STARTUP_DIR = Path(__file__).resolve().parent.parent / "hooks" / "child-startup"
 
 #: Part of the cached bytecode's name: a new release never reads an old rewrite.
 CACHE_TAG = "autopersist010r1"
@@ -76,17 +96,19 @@ class Session:
         self.script = script
         self.argv = list(argv)
         self.started = time.time()
+        #: A process started (spawned or forked) by a run joins that run.
+        self.is_child = bool(os.environ.get(ENV_RUN_ID))
         self.run_id = os.environ.get(ENV_RUN_ID) or uuid.uuid4().hex[:16]
-        self.is_child = ENV_RUN_ID in os.environ
+        #: The exit status to record when the session ends at interpreter exit.
+        self.exit_status: int | None = None
+        #: ``(calls, reused, computed, failed)`` of the whole run, children
+        #: included, read back from the store by ``finish``.
+        self.totals: tuple[int, int, int, int] | None = None
         self._runtime: Runtime | None = None
         self._library = library_prefixes()
         self._root = str(config.project_root) + os.sep
         self._finished = False
-        # Child processes started by the script join this run and this store.
-        os.environ[ENV_ACTIVATE] = "1"
-        os.environ[ENV_RUN_ID] = self.run_id
-        os.environ[ENV_STORE] = str(config.store_dir)
-        os.environ[ENV_ROOT] = str(config.project_root)
+        export_to_children(config, self.run_id)
 
     @property
     def started_runtime(self) -> bool:
@@ -98,22 +120,49 @@ class Session:
         imports a project module never touches the store."""
         if self._runtime is None:
             storage = Storage(self.config.store_dir)
-            if not self.is_child:
-                storage.execute_now(
-                    "INSERT OR IGNORE INTO runs (run_id, script, argv, cwd, started, "
-                    "python, pid) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        self.run_id,
-                        self.script or " ".join(sys.argv),
-                        json.dumps(self.argv),
-                        os.getcwd(),
-                        self.started,
-                        sys.version.split()[0],
-                        os.getpid(),
-                    ),
-                )
+            if self.is_child:
+                # Workers exit through os._exit: each call commits when it ends,
+                # with its counts added to the run's row.
+                storage.commit_each_call(self.run_id)
+            # Buffered like everything else: a run that fails before it stores
+            # anything (a syntax error in a marked module) leaves the store as it was.
+            storage.add_row(*self._run_row())
             self._runtime = Runtime(self.config, storage, self.run_id)
         return self._runtime
+
+    def _run_row(self) -> tuple[str, tuple[Any, ...]]:
+        """The statement creating this run's row (a child's never overwrites)."""
+        row = (
+            self.run_id,
+            self.script or " ".join(sys.argv),
+            json.dumps(self.argv),
+            os.getcwd(),
+            self.started,
+            sys.version.split()[0],
+            os.getpid(),
+        )
+        conflict = " ON CONFLICT (run_id) DO NOTHING" if self.is_child else _UPSERT_RUN
+        return _INSERT_RUN + conflict, row
+
+    def after_fork_in_child(self) -> None:
+        """A forked child joins the run as a worker (its ``Storage`` has already
+        reopened its connections, see ``_storage``)."""
+        self.is_child = True
+        runtime = self._runtime
+        if runtime is None:
+            return
+        reset = getattr(runtime, "after_fork_in_child", None)
+        if reset is not None:
+            reset()
+        else:
+            # The parent's counters, op stack and provenance are not the child's.
+            runtime.counters = type(runtime.counters)()
+            runtime._local = threading.local()
+            runtime.provenance = type(runtime.provenance)()
+            runtime.seen.clear()
+        runtime.storage.commit_each_call(self.run_id)
+        # The parent may not have committed the run's row yet: the counts need it.
+        runtime.storage.add_row(*self._run_row())
 
     def is_project_file(self, path: str) -> bool:
         absolute = os.path.abspath(path)
@@ -128,37 +177,86 @@ class Session:
     def identity(self, path: str) -> str:
         return module_identity(path, self.config.project_root)
 
-    def finish(self, status: int | None) -> None:
-        """Commit everything and close the run record; safe to call twice."""
+    def finish(self, status: int | None, *, discard: bool = False) -> None:
+        """Commit everything and close the run record; safe to call twice.
+
+        :param discard: drop what is not committed yet instead (a run that failed
+            on bad input before making any call leaves the store untouched).
+        :raises StorageError: the store could not be written (during the run or now).
+        """
         if self._finished or self._runtime is None:
             self._finished = True
             return
         self._finished = True
         runtime = self._runtime
-        counters = runtime.counters
-        totals = (counters.calls, counters.reused, counters.computed, counters.failed)
+        storage = runtime.storage
+        if status is None:
+            status = self.exit_status
+        if discard:
+            storage.discard_uncommitted()
         try:
-            if self.is_child:
-                runtime.storage.add_row(
-                    "UPDATE runs SET calls = calls + ?, reused = reused + ?, "
-                    "computed = computed + ?, failed = failed + ? WHERE run_id = ?",
-                    (*totals, self.run_id),
-                )
-            else:
-                runtime.storage.add_row(
+            if not discard and not self.is_child:  # children counted as they committed
+                counters = runtime.counters
+                storage.add_row(
                     "UPDATE runs SET ended = ?, status = ?, calls = calls + ?, "
                     "reused = reused + ?, computed = computed + ?, failed = failed + ?, "
                     "packages = ? WHERE run_id = ?",
                     (
                         time.time(),
                         status,
-                        *totals,
+                        counters.calls,
+                        counters.reused,
+                        counters.computed,
+                        counters.failed,
                         json.dumps(_packages()),
                         self.run_id,
                     ),
                 )
+                storage.flush()
+                self.totals = storage.run_totals(self.run_id)
         finally:
-            runtime.storage.close()
+            storage.close()
+
+
+_INSERT_RUN = (
+    "INSERT INTO runs (run_id, script, argv, cwd, started, python, pid) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+# A child may have created the row first (its parent opened the store later).
+_UPSERT_RUN = (
+    " ON CONFLICT (run_id) DO UPDATE SET script = excluded.script, argv = "
+    "excluded.argv, cwd = excluded.cwd, started = excluded.started, "
+    "python = excluded.python, pid = excluded.pid"
+)
+
+
+def export_to_children(config: Config, run_id: str) -> None:
+    """Environment for processes the script starts: they turn the hook on (through
+    the start-up ``.pth``, or the ``sitecustomize`` in ``CHILD_STARTUP_DIR`` when
+    the ``.pth`` is not installed) and join this run and store."""
+    os.environ[ENV_ACTIVATE] = "1"
+    os.environ[ENV_RUN_ID] = run_id
+    os.environ[ENV_STORE] = str(config.store_dir)
+    os.environ[ENV_ROOT] = str(config.project_root)
+    if (
+        startup_pth_installed()
+        or not (CHILD_STARTUP_DIR / "sitecustomize.py").is_file()
+    ):
+        return
+    entry = str(CHILD_STARTUP_DIR)
+    current = os.environ.get("PYTHONPATH", "")
+    if entry not in current.split(os.pathsep):
+        os.environ["PYTHONPATH"] = entry + (os.pathsep + current if current else "")
+
+
+def startup_pth_installed() -> bool:
+    """Whether site.py runs our start-up ``.pth`` in new interpreters."""
+    directories = (
+        list(site.getsitepackages()) if hasattr(site, "getsitepackages") else []
+    )
+    if site.ENABLE_USER_SITE:
+        directories.append(site.getusersitepackages())
+    return any(os.path.isfile(os.path.join(d, STARTUP_PTH)) for d in directories)
 
 
 _PACKAGE_ROOT = str(Path(__file__).parent) + os.sep
@@ -182,18 +280,31 @@ def activate(
         return _session
 
 
-def deactivate(status: int | None = None) -> None:
+def deactivate(status: int | None = None, *, discard: bool = False) -> None:
     """Finish the session (commit, close the run record) and forget it."""
     global _session
     with _session_lock:
         session, _session = _session, None
     if session is not None:
-        session.finish(status)
+        session.finish(status, discard=discard)
 
 
 def _finish_at_exit() -> None:
-    with contextlib.suppress(Exception):
+    try:
         deactivate(None)
+    except Exception as exc:
+        # Nobody is left to catch it: one line, so that a full disk is not silent.
+        sys.stderr.write(f"autopersist: {exc}\n")
+
+
+def _after_fork_in_child() -> None:
+    global _session_lock
+    _session_lock = threading.Lock()  # another thread may have held it at fork()
+    if _session is not None:
+        _session.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _packages() -> dict[str, str]:
@@ -236,14 +347,91 @@ class PersistLoader(SourceFileLoader):
 
 
 def instrumented_code(data: bytes, path: str, *, debug: bool = False) -> CodeType:
-    """Rewrite and compile one project module (ops only when it is marked)."""
-    source = bootstrap_external.decode_source(data)
-    rewritten = rewrite_source(source, path=path, make_ops=has_marker(data))
-    if debug:
-        sys.stderr.write(
-            f"---- autopersist: {path} ----\n{rewritten.text}\n---- end ----\n"
+    """Rewrite and compile one project module (ops only when it is marked).
+
+    :raises TransformError: the module has a syntax error, or (a bug) autopersist
+        failed on it; the message says so and names the way out.
+    """
+    try:
+        source = bootstrap_external.decode_source(data)
+        rewritten = rewrite_source(source, path=path, make_ops=has_marker(data))
+        if debug:
+            sys.stderr.write(
+                f"---- autopersist: {path} ----\n{rewritten.text}\n---- end ----\n"
+            )
+        return compile_rewritten(rewritten.text, path)
+    except TransformError:
+        raise
+    except Exception as exc:
+        msg = (
+            f"autopersist failed to instrument {path} ({type(exc).__name__}: {exc}); "
+            "this is a bug in autopersist: please report it, and set "
+            "AUTOPERSIST_DISABLE=1 to run your code without autopersist meanwhile."
         )
-    return compile_rewritten(rewritten.text, path)
+        raise TransformError(msg) from exc
+
+
+class _LateBinding:
+    """``builtins.__autopersist__``: rewritten code executed without our loader
+    (``runpy`` for ``python -m``, ``runpy.run_path`` for ``multiprocessing``'s
+    spawned children) finds this instead of its module state, and its first line,
+    ``register``, binds the real one into the module's globals."""
+
+    def register(self, prefix: str, rows: tuple[tuple[Any, ...], ...]) -> None:
+        namespace = sys._getframe(1).f_globals
+        path = namespace.get("__file__") or sys._getframe(1).f_code.co_filename
+        session = _session
+        if (
+            session is not None
+            and isinstance(path, str)
+            and session.is_project_file(path)
+        ):
+            state = session.runtime.new_module(session.identity(path), namespace, path)
+            state.register(prefix, rows)
+            return
+        # autopersist is off here: the module runs as plain Python.
+        namespace["__autopersist__"] = _PlainModule()
+        namespace["__autopersist_mark__"] = set().discard
+
+
+class _PlainModule:
+    """Module state for rewritten code that runs while autopersist is off."""
+
+    def register(self, prefix: str, rows: tuple[tuple[Any, ...], ...]) -> None:
+        return None
+
+    def op(self, *args: Any, **kwargs: Any) -> Any:
+        return lambda func: func
+
+
+_original_run_path = runpy.run_path
+
+
+def _run_path(
+    path_name: str | os.PathLike[str],
+    init_globals: dict[str, Any] | None = None,
+    run_name: str | None = None,
+) -> dict[str, Any]:
+    """``runpy.run_path`` that instruments a project file like an import would:
+    ``multiprocessing``'s spawn start method re-runs the main script with it."""
+    session = _session
+    path = (
+        os.path.abspath(path_name) if isinstance(path_name, (str, os.PathLike)) else ""
+    )
+    run_code = getattr(runpy, "_run_module_code", None)
+    if (
+        session is None
+        or run_code is None
+        or not os.path.isfile(path)
+        or not session.is_project_file(path)
+    ):
+        return _original_run_path(path_name, init_globals, run_name)  # type: ignore[arg-type]
+    name = run_name or "<run_path>"
+    code = PersistLoader(name, path, session).get_code(name)
+    result: dict[str, Any] = run_code(
+        code, init_globals, name, pkg_name=name.rpartition(".")[0], script_name=path
+    )
+    return result
 
 
 class PersistFinder(MetaPathFinder):
@@ -279,6 +467,8 @@ class HookHandle:
     def uninstall(self) -> None:
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(self.finder)
+        if runpy.run_path is _run_path:
+            runpy.run_path = _original_run_path
         deactivate(0)
 
     def __enter__(self) -> HookHandle:
@@ -306,6 +496,8 @@ def install(
     session = activate(load_config(store), script=script, argv=argv)
     finder = PersistFinder(session)
     sys.meta_path.insert(0, finder)
+    builtins.__autopersist__ = _LateBinding()  # type: ignore[attr-defined]
+    runpy.run_path = _run_path
     _warn_already_imported(session)
     return HookHandle(finder)
 

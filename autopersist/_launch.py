@@ -4,12 +4,17 @@ The main script is compiled here rather than through ``runpy`` because it must b
 instrumented like any project module and get ``__autopersist__`` bound before it
 runs. An uncaught exception in the script is printed the way Python prints it,
 without autopersist's own frames, and gives exit status 1.
+
+``run_main_in_place`` does the same for ``AUTOPERSIST=1 python main.py``: the
+start-up hook calls it when the interpreter is about to run a marked project
+script, so that the script's own functions are ops there too.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import runpy
 import sys
 import time
 import traceback
@@ -27,8 +32,9 @@ from autopersist._importhook import (
     deactivate,
     install,
 )
+from autopersist._names import ENV_DEBUG, ENV_RUN_ID
 from autopersist._runtime import strip_own_frames
-from autopersist.errors import AutopersistError, StorageError, TransformError
+from autopersist.errors import AutopersistError, TransformError
 
 
 @dataclass
@@ -42,6 +48,8 @@ class RunResult:
     failed: int
     seconds: float
     store: str
+    #: ``AUTOPERSIST_DISABLE=1``: the script ran as plain Python; no summary.
+    disabled: bool = False
 
     def summary(self) -> str:
         return (
@@ -60,11 +68,11 @@ def _main_module(path: str | None) -> ModuleType:
     return module
 
 
-def _script_code(session: Session, path: str) -> CodeType:
+def _script_code(session: Session | None, path: str) -> CodeType:
     if not os.access(path, os.R_OK):
         msg = f"cannot read script {path}; check its permissions."
         raise TransformError(msg)
-    if session.is_project_file(path):
+    if session is not None and session.is_project_file(path):
         # Through the loader, so the rewritten script is cached like any module.
         code = PersistLoader("__main__", path, session).get_code("__main__")
     else:
@@ -97,6 +105,29 @@ def _module_code(session: Session, name: str) -> tuple[CodeType, str]:
     return code, spec.origin
 
 
+def _execute(code: CodeType, namespace: dict[str, object]) -> int:
+    """Run ``code`` as the main program; its exit status, as Python would give it.
+
+    :raises AutopersistError: autopersist itself failed (the message says why).
+    """
+    try:
+        exec(code, namespace)
+    except SystemExit as exc:
+        return _exit_status(exc.code)
+    except KeyboardInterrupt:
+        traceback.print_exception(
+            KeyboardInterrupt, KeyboardInterrupt(), None, file=sys.stderr
+        )
+        return 130
+    except AutopersistError:
+        raise
+    except BaseException as exc:  # the script's own error: print it like Python
+        tb = strip_own_frames(exc.__traceback__)
+        traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(
     config: Config, target: str, args: Sequence[str], *, as_module: bool = False
 ) -> RunResult:
@@ -121,9 +152,17 @@ def run(
         sys.path.insert(0, os.getcwd())
         display = f"-m {target}"
     _replace_idle_session()
+    if config.disable:
+        status = _run_plain(target, args, as_module=as_module)
+        return RunResult(
+            status, 0, 0, 0, 0, time.perf_counter() - start, "", disabled=True
+        )
+    # An explicit 'run' is a run of its own, even when started by another run.
+    os.environ.pop(ENV_RUN_ID, None)
     session = activate(config, script=display, argv=list(args))
     handle = install()
     status = 0
+    discard = False
     try:
         if as_module:
             code, path = _module_code(session, target)
@@ -136,39 +175,84 @@ def run(
         sys.argv = [path, *args]
         if session.is_project_file(path):
             session.runtime.new_module(session.identity(path), module.__dict__, path)
-        try:
-            exec(code, module.__dict__)
-        except SystemExit as exc:
-            status = _exit_status(exc.code)
-        except KeyboardInterrupt:
-            status = 130
-            traceback.print_exception(
-                KeyboardInterrupt, KeyboardInterrupt(), None, file=sys.stderr
-            )
-        except AutopersistError:
-            status = 1
-            raise
-        except BaseException as exc:  # the script's own error: print it like Python
-            status = 1
-            tb = strip_own_frames(exc.__traceback__)
-            traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
-    except (AutopersistError, StorageError):
+        status = _execute(code, module.__dict__)
+    except AutopersistError:
         status = 1
+        # Bad input met before any call (a syntax error in a marked module, a
+        # store that cannot be used): the store stays exactly as it was.
+        discard = not _made_calls(session)
         raise
     finally:
-        counters = session.runtime.counters
+        counters = session.runtime.counters if session.started_runtime else None
         store = str(session.config.store_dir)
         _remove_finder(handle)
-        deactivate(status)
+        deactivate(status, discard=discard)
+    totals = session.totals
+    if totals is None and counters is not None:
+        totals = (counters.calls, counters.reused, counters.computed, counters.failed)
+    calls, reused, computed, failed = totals or (0, 0, 0, 0)
     return RunResult(
         status=status,
-        calls=counters.calls,
-        reused=counters.reused,
-        computed=counters.computed,
-        failed=counters.failed,
+        calls=calls,
+        reused=reused,
+        computed=computed,
+        failed=failed,
         seconds=time.perf_counter() - start,
         store=store,
     )
+
+
+def _made_calls(session: Session) -> bool:
+    return session.started_runtime and session.runtime.counters.calls > 0
+
+
+def _run_plain(target: str, args: Sequence[str], *, as_module: bool) -> int:
+    """``AUTOPERSIST_DISABLE=1``: run the script exactly as ``python`` would."""
+    if as_module:
+        sys.argv = [target, *args]
+        try:
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        except SystemExit as exc:
+            return _exit_status(exc.code)
+        except KeyboardInterrupt:
+            return 130
+        except BaseException as exc:
+            traceback.print_exception(
+                type(exc), exc, exc.__traceback__, file=sys.stderr
+            )
+            return 1
+        return 0
+    path = os.path.abspath(target)
+    code = _script_code(None, path)
+    module = _main_module(path)
+    sys.argv = [path, *args]
+    return _execute(code, module.__dict__)
+
+
+def run_main_in_place(path: str) -> int:
+    """Run the marked project script ``path`` instrumented in the ``__main__``
+    module the interpreter prepared (``AUTOPERSIST=1 python main.py``); the exit
+    status. Errors of autopersist itself are one line on stderr, status 1."""
+    session = current_session()
+    module = sys.modules["__main__"]
+    module.__dict__.setdefault("__builtins__", __builtins__)
+    module.__file__ = path
+    module.__dict__["__cached__"] = None
+    try:
+        code = _script_code(session, path)
+        if session is not None and session.is_project_file(path):
+            session.runtime.new_module(session.identity(path), module.__dict__, path)
+        status = _execute(code, module.__dict__)
+    except AutopersistError as exc:
+        if os.environ.get(ENV_DEBUG):
+            raise
+        sys.stderr.write(f"autopersist: {exc}\n")
+        status = 1
+        if session is not None:
+            deactivate(status, discard=not _made_calls(session))
+    if session is not None:
+        session.exit_status = status
+    return status
 
 
 def _replace_idle_session() -> None:

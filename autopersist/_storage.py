@@ -423,6 +423,15 @@ class Storage:
         )
         return None if not rows else str(rows[0][0])
 
+    def run_totals(self, run_id: str) -> tuple[int, int, int, int] | None:
+        """Committed ``(calls, reused, computed, failed)`` of a run, its child
+        processes included."""
+        rows = self._query(
+            "SELECT calls, reused, computed, failed FROM runs WHERE run_id = ?",
+            (run_id,),
+        )
+        return tuple(rows[0]) if rows else None
+
     # -- writes (buffered) ---------------------------------------------------------
 
     def blob_path(self, value_id: str) -> Path:
@@ -590,6 +599,12 @@ class Storage:
                 raise
             with self._lock:
                 self._committing = _Pending()
+
+    def discard_uncommitted(self) -> None:
+        """Drop everything buffered and store nothing more."""
+        with self._lock:
+            self._buffer.clear()
+            self._dropping = True
 
     def _flush_quietly(self) -> None:
         try:

@@ -20,7 +20,8 @@ from autopersist.errors import AutopersistError
 
 
 class _Group(click.Group):
-    """Turns ``AutopersistError`` into a one-line message and exit status 1."""
+    """Turns ``AutopersistError`` into a one-line message and exit status 1, and an
+    unexpected exception (a bug) into one line asking for a report."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -29,6 +30,17 @@ class _Group(click.Group):
             if os.environ.get(ENV_DEBUG):
                 raise
             raise click.ClickException(str(exc)) from exc
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get(ENV_DEBUG):
+                raise
+            msg = (
+                f"internal error ({type(exc).__name__}: {exc}); this is a bug in "
+                "autopersist: please report it with the output of the same command "
+                "run with AUTOPERSIST_DEBUG=1."
+            )
+            raise click.ClickException(msg) from exc
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,6 +91,10 @@ def run(
 
     if module is None and target is None:
         raise click.UsageError("give a script to run, or -m MODULE.")
+    if module is None and target is not None and target.startswith("-"):
+        # Unknown options after the script go to the script; before it, they are
+        # a mistake (a path starting with '-' can be written './-name.py').
+        raise click.NoSuchOption(target, ctx=ctx)
     script_args = list(args)
     if module is not None and target is not None:
         script_args.insert(0, target)
@@ -94,7 +110,7 @@ def run(
         as_module=module is not None,
     )
     sys.stdout.flush()
-    if not quiet:
+    if not quiet and not result.disabled:
         click.echo(result.summary(), err=True)
     ctx.exit(result.status)
 
