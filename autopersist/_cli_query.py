@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import math
+import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -103,12 +104,17 @@ def _csv_text(value: object) -> str:
     return str(plain)
 
 
-def _table_text(value: object, column: str, ids: set[str]) -> str:
-    from autopersist._frame import Values
+def _is_values(value: object) -> bool:
+    """A ``Values`` cell (checked without importing ``_frame`` and networkx)."""
+    frame_module = sys.modules.get("autopersist._frame")
+    return frame_module is not None and isinstance(value, frame_module.Values)
 
+
+def _table_text(value: object, column: str, ids: set[str]) -> str:
     if _is_empty(value):
         return ""
-    if isinstance(value, Values):
+    if _is_values(value):
+        assert isinstance(value, tuple)
         return "{" + ", ".join(_table_text(v, column, ids) for v in value) + "}"
     if isinstance(value, str):
         return value[:SHORT_ID] if column in ids else value

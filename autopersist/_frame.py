@@ -261,6 +261,27 @@ class _Builder:
                 return op
         return self.add_op(op_id)
 
+    def converge(self, var: str, producer: str, path: str) -> str:
+        """The variable for ``producer``'s output at ``path`` that ``var``'s consumer
+        takes: ``var`` itself, or, when ``var`` is a fresh input variable (no
+        producer yet, one consumer) and ``producer`` already has a variable for that
+        output, that variable, which then feeds ``var``'s consumer too (one
+        variable for one value consumed by several ops)."""
+        graph = self.graph
+        if path == _ANY_PATH or graph.in_degree(var) or graph.out_degree(var) != 1:
+            return var
+        consumer = next(iter(graph.successors(var)))
+        for _, shared, data in graph.out_edges(producer, data=True):
+            if (
+                data["path"] == path
+                and shared != var
+                and not graph.has_edge(shared, consumer)
+            ):
+                graph.add_edge(shared, consumer, **graph.edges[var, consumer])
+                graph.remove_node(var)
+                return str(shared)
+        return var
+
     def add_calls(self, op: str, calls: Iterable[str]) -> set[str]:
         """Add calls to an op node, with a variable for each new parameter."""
         attrs = self.graph.nodes[op]
@@ -367,15 +388,14 @@ class _Builder:
                     self.add_in_edge(whole, op, param, element=False)
                 if targets is not None and whole not in targets:
                     continue
+                paths = set().union(*sources.values())
+                path = paths.pop() if len(paths) == 1 else _ANY_PATH
                 if element:
                     producer, var = self._element_source(op, param, source_op)
                 else:
-                    var = whole
-                    producer = self.producer_for(var, source_op)
-                paths = set().union(*sources.values())
-                self.add_out_edge(
-                    producer, var, paths.pop() if len(paths) == 1 else _ANY_PATH
-                )
+                    producer = self.producer_for(whole, source_op)
+                    var = self.converge(whole, producer, path)
+                self.add_out_edge(producer, var, path)
                 added[producer] |= self.add_calls(producer, sources)
         return {op: calls for op, calls in added.items() if calls}
 
@@ -502,7 +522,7 @@ class _Builder:
                 if p != op and self.graph.nodes[p]["op_id"] == op_id_here
             ]
             if not rivals and not nx.has_path(self.graph, var, op):
-                return var, consumer
+                return self.converge(var, op, path), consumer
         # 3. a new node
         consumer = self.add_op(op_id)
         exact = [

@@ -125,7 +125,8 @@ def _timestamps(values: Iterable[float | None]) -> Any:
     series = pd.to_datetime(
         pd.Series(list(values), dtype="float64"), unit="s", utc=True
     )
-    return series.dt.tz_convert(tz)
+    # Float seconds carry about a microsecond of precision: no made-up nanoseconds.
+    return series.dt.round("us").dt.tz_convert(tz)
 
 
 def _ref_parts(ref: str) -> tuple[str, str]:
