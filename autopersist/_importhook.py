@@ -252,10 +252,15 @@ def export_to_children(config: Config, run_id: str) -> None:
 def startup_pth_installed() -> bool:
     """Whether site.py runs our start-up ``.pth`` in new interpreters."""
     directories = (
-        list(site.getsitepackages()) if hasattr(site, "getsitepackages") else []
+        set(site.getsitepackages()) if hasattr(site, "getsitepackages") else set()
     )
     if site.ENABLE_USER_SITE:
-        directories.append(site.getusersitepackages())
+        directories.add(site.getusersitepackages())
+    # While site.py is still processing a virtual environment's .pth files (this
+    # runs from one), getsitepackages() does not name that environment yet.
+    directories.update(
+        p for p in sys.path if p.endswith(("site-packages", "dist-packages"))
+    )
     return any(os.path.isfile(os.path.join(d, STARTUP_PTH)) for d in directories)
 
 

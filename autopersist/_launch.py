@@ -50,6 +50,8 @@ class RunResult:
     store: str
     #: ``AUTOPERSIST_DISABLE=1``: the script ran as plain Python; no summary.
     disabled: bool = False
+    #: The script forked and this is the child leaving ``run``: no summary.
+    forked: bool = False
 
     def summary(self) -> str:
         return (
@@ -138,6 +140,7 @@ def run(
         found or instrumented (nothing of the script ran).
     """
     start = time.perf_counter()
+    pid = os.getpid()
     if not as_module:
         script = os.path.abspath(target)
         if not os.path.isfile(script):
@@ -199,6 +202,7 @@ def run(
         failed=failed,
         seconds=time.perf_counter() - start,
         store=store,
+        forked=os.getpid() != pid,
     )
 
 

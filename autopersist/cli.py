@@ -110,7 +110,7 @@ def run(
         as_module=module is not None,
     )
     sys.stdout.flush()
-    if not quiet and not result.disabled:
+    if not quiet and not result.disabled and not result.forked:
         click.echo(result.summary(), err=True)
     ctx.exit(result.status)
 
