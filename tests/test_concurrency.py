@@ -85,10 +85,16 @@ def test_two_processes_computing_one_call_at_once_both_get_it(project):
         "slow.py",
         """
         # persist
+        import os
         import time
 
         def slow(x):
-            time.sleep(1.5)  # both processes are inside before either commits
+            # A barrier: both processes are inside before either can commit.
+            os.makedirs("barrier", exist_ok=True)
+            open(os.path.join("barrier", str(os.getpid())), "w").close()
+            deadline = time.time() + 60
+            while len(os.listdir("barrier")) < 2 and time.time() < deadline:
+                time.sleep(0.01)
             return {"x": x, "squares": [i * i for i in range(x)]}
 
         r = slow(5)
@@ -112,7 +118,7 @@ def test_two_processes_computing_one_call_at_once_both_get_it(project):
         assert "1 computed" in err
     assert count(project.store, "SELECT count(*) FROM calls") == 1
     assert count(project.store, "SELECT count(*) FROM runs") == 2
-    third = project.run("slow.py")
+    third = project.run("slow.py")  # the barrier is passed: it would not wait
     assert third.counts()["reused"] == 1
 
 
@@ -134,7 +140,7 @@ def test_a_busy_store_makes_a_run_wait_not_fail(project):
 
 
 def test_many_short_runs_at_once_on_a_new_store(project):
-    """Eight processes racing to create the store and its schema."""
+    """Six processes racing to create the store and its schema."""
     project.write(
         "one.py", "# persist\nimport sys\ndef f(x):\n    return x\nf(sys.argv[1])\n"
     )
@@ -147,9 +153,9 @@ def test_many_short_runs_at_once_on_a_new_store(project):
             stderr=subprocess.PIPE,
             text=True,
         )
-        for i in range(8)
+        for i in range(6)
     ]
     for status, _out, err in _finish_all(procs):
         assert status == 0, err
-    assert count(project.store, "SELECT count(*) FROM calls") == 8
+    assert count(project.store, "SELECT count(*) FROM calls") == 6
     assert check_consistency(project.store) == []

@@ -42,7 +42,7 @@ def _run_ids(project) -> set[str]:
         return {row[0] for row in conn.execute("SELECT DISTINCT run_id FROM calls")}
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+@pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_process_pool_second_run_computes_nothing(project, method):
     project.write("lib.py", LIB)
     project.write("main.py", POOL_MAIN)
