@@ -89,22 +89,175 @@ def _collect(cells: Iterable[object]) -> object:
     return found[0] if len(found) == 1 else Values(found)
 
 
-def _merge_cells(left: object, right: object) -> object:
-    if _is_empty(right) or left == right:
-        return left
-    if _is_empty(left):
-        return right
-    return _collect((left, right))
-
-
 # -- reading the store ----------------------------------------------------------------
+
+#: A request for more than this share of a table's rows reads the whole table in
+#: one sequential scan (then serves later requests from memory): index probes on
+#: random ids cost several microseconds per row.
+_SCAN_SHARE = 0.2
+_CALL_COLUMNS = "call_id, op_id, deps_id, status, output_id, started, version_id"
+
+#: ``(op_id, deps_id, status, output_id, started, version_id)`` of a call.
+CallInfo = tuple[str, "str | None", str, "str | None", float, str]
+#: ``(call_id or source_call_id, name, path, source_path)``
+Link = tuple[str, str, str, str]
+
+
+class _Reader:
+    """Rows about sets of calls, read set by set and indexed in memory by call id.
+
+    One reader serves a frame and the frames expanded from it while the store does
+    not change (``PRAGMA data_version``). A request is answered by probing the
+    table through a ``json_each`` list of the ids not read yet, or, when it covers a
+    large share of the table, by reading the whole table once (``*_complete``).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.version = store._data_version()
+        self._sizes: dict[str, int] = {}
+        self.info: dict[str, CallInfo] = {}
+        self._info_complete = False
+        #: consumer call -> its links ``(source_call_id, name, path, source_path)``
+        self.into: dict[str, list[Link]] = {}
+        #: source call -> links out of it ``(call_id, name, path, source_path)``
+        self.out: dict[str, list[Link]] = {}
+        self._links_complete = False
+        # Calls whose links in that direction were all read (the other index may
+        # hold some of their links already: that does not count).
+        self._into_read: set[str] = set()
+        self._out_read: set[str] = set()
+        #: call -> ``[(name, value_id)]`` in parameter order
+        self.params: dict[str, list[tuple[str, str]]] = {}
+        self._params_complete = False
+
+    def fresh(self) -> _Reader:
+        """This reader, or a new one when the store changed since it was made."""
+        return (
+            self if self.store._data_version() == self.version else _Reader(self.store)
+        )
+
+    def _scan(self, table: str, wanted: int) -> bool:
+        if table not in self._sizes:
+            rows = self.store._execute(f"SELECT max(rowid) FROM {table}")
+            self._sizes[table] = int(rows[0][0] or 0)
+        return wanted > _SCAN_SHARE * self._sizes[table]
+
+    def calls(self, ids: Iterable[str]) -> dict[str, CallInfo]:
+        """``{call_id: info}``, holding (at least) those of ``ids`` that exist."""
+        if not self._info_complete:
+            missing = [i for i in ids if i not in self.info]
+            if missing:
+                if self._scan("calls", len(missing)):
+                    rows = self.store._execute(f"SELECT {_CALL_COLUMNS} FROM calls")
+                    self._info_complete = True
+                else:
+                    rows = self.store._execute_ids(
+                        f"SELECT {_CALL_COLUMNS} FROM calls "
+                        "WHERE call_id IN (SELECT value FROM json_each(?))",
+                        missing,
+                    )
+                self.add_calls(rows)
+        return self.info
+
+    def add_calls(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Keep rows of ``SELECT {_CALL_COLUMNS} FROM calls`` read elsewhere."""
+        info = self.info
+        inf = math.inf
+        for call_id, op_id, deps_id, status, output_id, started, version_id in rows:
+            info[call_id] = (
+                op_id,
+                deps_id,
+                status,
+                output_id,
+                inf if started is None else started,
+                version_id,
+            )
+
+    def _read_links(self, ids: Iterable[str], into: bool) -> None:
+        if self._links_complete:
+            return
+        done = self._into_read if into else self._out_read
+        missing = [i for i in ids if i not in done]
+        if not missing:
+            return
+        columns = "call_id, name, path, source_call_id, source_path"
+        if self._scan("call_links", len(missing)):
+            rows = self.store._execute(
+                f"SELECT {columns} FROM call_links ORDER BY rowid"
+            )
+            self.into, self.out = {}, {}
+            self._links_complete = True
+            missing = []
+        else:
+            key = "call_id" if into else "source_call_id"
+            rows = self.store._execute_ids(
+                f"SELECT {columns} FROM call_links "
+                f"WHERE {key} IN (SELECT value FROM json_each(?)) ORDER BY rowid",
+                missing,
+            )
+            done.update(missing)
+        into_index, out_index = self.into, self.out
+        for call_id, name, path, source, source_path in rows:
+            entry = (source, name, path, source_path)
+            found = into_index.setdefault(call_id, [])
+            if entry not in found:
+                found.append(entry)
+            back = (call_id, name, path, source_path)
+            found = out_index.setdefault(source, [])
+            if back not in found:
+                found.append(back)
+
+    def links_into(self, ids: Iterable[str]) -> dict[str, list[Link]]:
+        """``{consumer call: [(source call, name, path, source path)]}``, holding
+        (at least) the links into ``ids``."""
+        ids = ids if isinstance(ids, (set, frozenset, list)) else list(ids)
+        self._read_links(ids, into=True)
+        return self.into
+
+    def links_from(self, ids: Iterable[str]) -> dict[str, list[Link]]:
+        """``{source call: [(consumer call, name, path, source path)]}``, holding
+        (at least) the links out of ``ids``."""
+        ids = ids if isinstance(ids, (set, frozenset, list)) else list(ids)
+        self._read_links(ids, into=False)
+        return self.out
+
+    def inputs(self, ids: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+        """``{call: [(parameter, value id)]}`` in parameter order, holding (at
+        least) the inputs of ``ids``."""
+        if self._params_complete:
+            return self.params
+        missing = [i for i in ids if i not in self.params]
+        if missing:
+            if self._scan("call_values", 2 * len(missing)):
+                rows = self.store._execute(
+                    "SELECT call_id, name, value_id FROM call_values "
+                    "WHERE role = 'in' ORDER BY rowid"
+                )
+                self.params = {}
+                self._params_complete = True
+            else:
+                rows = self.store._execute_ids(
+                    "SELECT call_id, name, value_id FROM call_values WHERE role = 'in' "
+                    "AND call_id IN (SELECT value FROM json_each(?)) ORDER BY rowid",
+                    missing,
+                )
+                for i in missing:
+                    self.params[i] = []
+            params = self.params
+            for call_id, name, value_id in rows:
+                found = params.get(call_id)
+                if found is None:
+                    params[call_id] = [(name, value_id)]
+                else:
+                    found.append((name, value_id))
+        return self.params
 
 
 class _Data:
-    """Everything ``df()`` and value bookkeeping need about a frame's calls, read
-    in a handful of set-based queries."""
+    """Everything ``df()`` and value bookkeeping need about a frame's calls."""
 
-    def __init__(self, store: Store, graph: nx.DiGraph, *, links: bool = True) -> None:
+    def __init__(self, reader: _Reader, graph: nx.DiGraph) -> None:
         calls: set[str] = set()
         resolve_for: set[str] = set()
         for node, attrs in graph.nodes(data=True):
@@ -115,51 +268,51 @@ class _Data:
                     for _, _, d in graph.out_edges(node, data=True)
                 ):
                     resolve_for |= attrs["calls"]
+        info = reader.calls(calls)
         self.output: dict[str, str | None] = {}
         self.started: dict[str, float] = {}
         self.version: dict[str, str] = {}
-        for call_id, output_id, started, version_id in store._execute_ids(
-            "SELECT call_id, output_id, started, version_id FROM calls "
-            "WHERE call_id IN (SELECT value FROM json_each(?))",
-            calls,
-        ):
-            self.output[call_id] = output_id
-            self.started[call_id] = started if started is not None else math.inf
-            self.version[call_id] = version_id
+        for call_id in calls:
+            found = info.get(call_id)
+            if found is not None:
+                self.output[call_id] = found[3]
+                self.started[call_id] = found[4]
+                self.version[call_id] = found[5]
         #: ``{param: {call_id: value_id}}``
         self.inputs: dict[str, dict[str, str]] = defaultdict(dict)
-        for call_id, name, value_id in store._execute_ids(
-            "SELECT call_id, name, value_id FROM call_values WHERE role = 'in' "
-            "AND call_id IN (SELECT value FROM json_each(?))",
-            calls,
-        ):
-            self.inputs[name][call_id] = value_id
+        params = reader.inputs(calls)
+        for call_id in calls:
+            for name, value_id in params.get(call_id, ()):
+                self.inputs[name][call_id] = value_id
         #: ``{(param, is_element): [(call_id, source_call_id, source_path)]}`` for
         #: links between calls of the frame.
         self.links: dict[tuple[str, bool], list[tuple[str, str, str]]] = defaultdict(
             list
         )
-        if links:
-            for call_id, name, path, source, source_path in store._execute_ids(
-                "SELECT call_id, name, path, source_call_id, source_path FROM call_links "
-                "WHERE call_id IN (SELECT value FROM json_each(?))",
-                calls,
-            ):
-                if source in self.output:
+        into = reader.links_into(calls)
+        output = self.output
+        for call_id in calls:
+            for source, name, path, source_path in into.get(call_id, ()):
+                if source in output:
                     self.links[(name, path != "")].append(
                         (call_id, source, source_path)
                     )
         #: ``{(call_id, path): value_id}``: an element of an output that some call
         #: took as a whole input, so it has a value id of its own.
         self.resolved: dict[tuple[str, str], str] = {}
-        for source, source_path, value_id in store._execute_ids(
-            "SELECT l.source_call_id, l.source_path, v.value_id FROM call_links l "
-            "JOIN call_values v ON v.call_id = l.call_id AND v.role = 'in' AND v.name = l.name "
-            "WHERE l.path = '' AND l.source_path != '' "
-            "AND l.source_call_id IN (SELECT value FROM json_each(?))",
-            resolve_for,
-        ):
-            self.resolved[(source, source_path)] = value_id
+        if resolve_for:
+            out = reader.links_from(resolve_for)
+            wanted = [
+                (source, consumer, name, source_path)
+                for source in resolve_for
+                for consumer, name, path, source_path in out.get(source, ())
+                if path == "" and source_path != ""
+            ]
+            taken = reader.inputs({w[1] for w in wanted})
+            for source, consumer, name, source_path in wanted:
+                for param, value_id in taken.get(consumer, ()):
+                    if param == name:
+                        self.resolved[(source, source_path)] = value_id
 
     def ref(self, call_id: str, path: str) -> str | None:
         """The value reference of ``call_id``'s output (or its element at ``path``)."""
@@ -177,10 +330,17 @@ class _Data:
 class _Builder:
     """Mutates a copy of a frame's graph: adds nodes, edges and calls."""
 
-    def __init__(self, store: Store, graph: nx.DiGraph, all_versions: bool) -> None:
+    def __init__(
+        self,
+        store: Store,
+        graph: nx.DiGraph,
+        all_versions: bool,
+        reader: _Reader | None = None,
+    ) -> None:
         self.store = store
         self.graph = graph
         self.all_versions = all_versions
+        self.reader = reader.fresh() if reader is not None else _Reader(store)
 
     # names and nodes
 
@@ -289,14 +449,12 @@ class _Builder:
         if not added:
             return added
         attrs["calls"] = attrs["calls"] | added
-        params = [
-            row[0]
-            for row in self.store._execute_ids(
-                "SELECT name, min(rowid) AS first FROM call_values WHERE role = 'in' "
-                "AND call_id IN (SELECT value FROM json_each(?)) GROUP BY name ORDER BY first",
-                added,
-            )
-        ]
+        inputs = self.reader.inputs(added)
+        params: dict[str, None] = {}
+        for call_id in added:
+            for name, _value_id in inputs.get(call_id, ()):
+                if name not in params:
+                    params[name] = None
         for param in params:
             if self.whole_var(op, param) is None:
                 var = self.add_var(
@@ -329,8 +487,8 @@ class _Builder:
         rows for an all-versions frame."""
         if self.all_versions:
             return list(rows)
-        store = self.store
-        return [row for row in rows if store.is_current(row[op_at], row[deps_at])]
+        current = self.store._currency().current
+        return [row for row in rows if (row[op_at], row[deps_at]) in current]
 
     # expansion steps: each takes the calls not yet expanded in that direction and
     # returns the calls it added
@@ -354,49 +512,25 @@ class _Builder:
                 op = self.producer_for(var, op_id)
                 self.add_out_edge(op, var, "")
                 added[op] |= self.add_calls(op, calls)
-        everything = set().union(*frontier.values()) if frontier else set()
-        links: dict[str, list[tuple[str, str, str, str, str]]] = defaultdict(list)
-        for (
-            call_id,
-            name,
-            path,
-            source,
-            source_path,
-            source_op,
-        ) in self.store._execute_ids(
-            "SELECT l.call_id, l.name, l.path, l.source_call_id, l.source_path, s.op_id "
-            "FROM call_links l JOIN calls s ON s.call_id = l.source_call_id "
-            "WHERE s.status != 'failed' AND l.call_id IN (SELECT value FROM json_each(?))",
-            everything,
+        for (op, param, element, source_op), (sources, paths) in self._links_by_node(
+            frontier, back=True
         ):
-            links[call_id].append((name, path, source, source_path, source_op))
-        for op, calls in frontier.items():
-            groups: dict[tuple[str, bool, str], dict[str, set[str]]] = defaultdict(
-                lambda: defaultdict(set)
-            )
-            for call_id in calls:
-                for name, path, source, source_path, source_op in links.get(
-                    call_id, ()
-                ):
-                    groups[(name, path != "", source_op)][source].add(source_path)
-            for (param, element, source_op), sources in sorted(groups.items()):
-                whole = self.whole_var(op, param)
-                if whole is None:
-                    whole = self.add_var(
-                        param if param not in self.graph else f"{op}_{param}"
-                    )
-                    self.add_in_edge(whole, op, param, element=False)
-                if targets is not None and whole not in targets:
-                    continue
-                paths = set().union(*sources.values())
-                path = paths.pop() if len(paths) == 1 else _ANY_PATH
-                if element:
-                    producer, var = self._element_source(op, param, source_op)
-                else:
-                    producer = self.producer_for(whole, source_op)
-                    var = self.converge(whole, producer, path)
-                self.add_out_edge(producer, var, path)
-                added[producer] |= self.add_calls(producer, sources)
+            whole = self.whole_var(op, param)
+            if whole is None:
+                whole = self.add_var(
+                    param if param not in self.graph else f"{op}_{param}"
+                )
+                self.add_in_edge(whole, op, param, element=False)
+            if targets is not None and whole not in targets:
+                continue
+            path = paths.pop() if len(paths) == 1 else _ANY_PATH
+            if element:
+                producer, var = self._element_source(op, param, source_op)
+            else:
+                producer = self.producer_for(whole, source_op)
+                var = self.converge(whole, producer, path)
+            self.add_out_edge(producer, var, path)
+            added[producer] |= self.add_calls(producer, sources)
         return {op: calls for op, calls in added.items() if calls}
 
     def _element_source(self, op: str, param: str, source_op: str) -> tuple[str, str]:
@@ -440,34 +574,65 @@ class _Builder:
                 self.add_in_edge(var, consumer, param, element=False)
                 added[consumer] |= self.add_calls(consumer, calls)
                 self.add_output_var(consumer)
-        everything = set().union(*frontier.values()) if frontier else set()
-        rows = self.keep_current(
-            self.store._execute_ids(
-                "SELECT l.source_call_id, l.call_id, l.name, l.path, l.source_path, c.op_id, "
-                "c.deps_id FROM call_links l JOIN calls c ON c.call_id = l.call_id "
-                "WHERE c.status != 'failed' "
-                "AND l.source_call_id IN (SELECT value FROM json_each(?))",
-                everything,
-            ),
-            5,
-            6,
-        )
-        links: dict[str, list[tuple[str, str, str, str, str]]] = defaultdict(list)
-        for source, call_id, name, path, source_path, op_id, _deps in rows:
-            links[source].append((call_id, name, path, source_path, op_id))
-        for op, calls in frontier.items():
-            groups: dict[tuple[str, str, bool, str], set[str]] = defaultdict(set)
-            for source in calls:
-                for call_id, name, path, source_path, op_id in links.get(source, ()):
-                    groups[(op_id, name, path != "", source_path)].add(call_id)
-            for (op_id, param, element, path), consumers in sorted(groups.items()):
-                found = self._consumer_for(op, op_id, param, element, path, targets)
-                if found is None:
-                    continue
-                var, consumer = found
-                self.add_out_edge(op, var, path)
-                added[consumer] |= self.add_calls(consumer, consumers)
+        for (op, op_id, param, element, path), (group, _paths) in self._links_by_node(
+            frontier, back=False
+        ):
+            target = self._consumer_for(op, op_id, param, element, path, targets)
+            if target is None:
+                continue
+            var, consumer = target
+            self.add_out_edge(op, var, path)
+            added[consumer] |= self.add_calls(consumer, group)
         return {op: calls for op, calls in added.items() if calls}
+
+    def _links_by_node(
+        self, frontier: dict[str, set[str]], *, back: bool
+    ) -> list[tuple[tuple[Any, ...], tuple[set[str], set[str]]]]:
+        """The links into (``back``) or out of the frontier's calls, grouped by
+        ``(node, param, is element, producing op)`` going back, or by ``(node,
+        consuming op, param, is element, source path)`` going forward, each with
+        the calls at the other end and the source paths. Producers that failed are
+        left out; going forward, so are consumers that are not current (unless the
+        frame holds all versions)."""
+        everything: set[str] = set().union(*frontier.values()) if frontier else set()
+        if not everything:
+            return []
+        index = (
+            self.reader.links_into(everything)
+            if back
+            else self.reader.links_from(everything)
+        )
+        others = {link[0] for c in everything for link in index.get(c, ())}
+        info = self.reader.calls(others)
+        current = None if back or self.all_versions else self.store._currency().current
+        # The op of each call at the other end that may be linked (not failed, and
+        # current going forward); the others are left out.
+        usable: dict[str, str] = {}
+        for other in others:
+            found = info.get(other)
+            if found is None or found[2] == "failed":
+                continue
+            if current is not None and (found[0], found[1]) not in current:
+                continue
+            usable[other] = found[0]
+        groups: dict[tuple[Any, ...], tuple[set[str], set[str]]] = {}
+        for node, calls in frontier.items():
+            for call_id in calls:
+                for other, name, path, source_path in index.get(call_id, ()):
+                    op_id = usable.get(other)
+                    if op_id is None:
+                        continue
+                    key = (
+                        (node, name, path != "", op_id)
+                        if back
+                        else (node, op_id, name, path != "", source_path)
+                    )
+                    group = groups.get(key)
+                    if group is None:
+                        group = groups[key] = (set(), set())
+                    group[0].add(other)
+                    group[1].add(source_path)
+        return sorted(groups.items(), key=lambda item: item[0])
 
     def _outputs(self, op: str, path: str) -> list[str]:
         return [
@@ -535,36 +700,36 @@ class _Builder:
         self.add_output_var(consumer)
         return var, consumer
 
-    def refresh_values(self) -> None:
-        """Recompute every connected variable's values from the calls of the ops."""
-        data = _Data(self.store, self.graph)
-        graph = self.graph
-        for var, attrs in graph.nodes(data=True):
-            if attrs["kind"] != "var" or graph.degree(var) == 0:
+
+def _refresh_values(graph: nx.DiGraph, data: _Data) -> None:
+    """Recompute every connected variable's values from the calls of the ops
+    (variables without edges keep the values they were given)."""
+    for var, attrs in graph.nodes(data=True):
+        if attrs["kind"] != "var" or graph.degree(var) == 0:
+            continue
+        found: set[str] = set()
+        producers = list(graph.predecessors(var))
+        for _, consumer, edge in graph.out_edges(var, data=True):
+            calls = graph.nodes[consumer]["calls"]
+            if not edge["element"]:
+                per_call = data.inputs.get(edge["param"], {})
+                found.update(per_call[c] for c in calls if c in per_call)
                 continue
-            found: set[str] = set()
-            producers = self.producers(var)
-            for _, consumer, edge in graph.out_edges(var, data=True):
-                calls = graph.nodes[consumer]["calls"]
-                if not edge["element"]:
-                    per_call = data.inputs.get(edge["param"], {})
-                    found.update(per_call[c] for c in calls if c in per_call)
-                    continue
-                sources: set[str] = set()
-                for producer in producers:
-                    sources |= graph.nodes[producer]["calls"]
-                for call_id, source, path in data.links.get((edge["param"], True), ()):
-                    if call_id in calls and source in sources:
-                        ref = data.ref(source, path)
-                        if ref is not None:
-                            found.add(ref)
+            sources: set[str] = set()
             for producer in producers:
-                path = graph.edges[producer, var]["path"]
-                for call_id in graph.nodes[producer]["calls"]:
-                    ref = data.ref(call_id, path)
+                sources |= graph.nodes[producer]["calls"]
+            for call_id, source, path in data.links.get((edge["param"], True), ()):
+                if call_id in calls and source in sources:
+                    ref = data.ref(source, path)
                     if ref is not None:
                         found.add(ref)
-            attrs["values"] = frozenset(found)
+        for producer in producers:
+            path = graph.edges[producer, var]["path"]
+            for call_id in graph.nodes[producer]["calls"]:
+                ref = data.ref(call_id, path)
+                if ref is not None:
+                    found.add(ref)
+        attrs["values"] = frozenset(found)
 
 
 # -- the frame ------------------------------------------------------------------------------
@@ -586,14 +751,42 @@ class ComputationFrame:
     """
 
     def __init__(
-        self, store: Store, graph: nx.DiGraph, *, all_versions: bool = False
+        self,
+        store: Store,
+        graph: nx.DiGraph,
+        *,
+        all_versions: bool = False,
+        reader: _Reader | None = None,
     ) -> None:
         #: The store the frame reads.
         self.store = store
-        #: The networkx graph: nodes and edges carry the attributes in the module doc.
-        self.graph = graph
+        self._graph = graph
         #: Whether the frame holds calls of every version (``df()`` adds versions).
         self.all_versions = all_versions
+        self._reader = reader
+        # What the frame's calls read from the store, loaded on first need; variable
+        # values are computed from it when the graph is read (expansions leave them
+        # stale, and df() does not need them).
+        self._data: _Data | None = None
+        self._values_fresh = False
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The networkx graph; nodes and edges carry the attributes described in
+        the module docstring (variable values up to date)."""
+        if not self._values_fresh:
+            _refresh_values(self._graph, self._prepare())
+            self._values_fresh = True
+        return self._graph
+
+    def _prepare(self) -> _Data:
+        """Read what the frame's calls need from the store (once per frame)."""
+        if self._data is None:
+            with self.store.snapshot():
+                reader = self._reader.fresh() if self._reader else _Reader(self.store)
+                self._reader = reader
+                self._data = _Data(reader, self._graph)
+        return self._data
 
     # construction
 
@@ -603,19 +796,23 @@ class ComputationFrame:
     ) -> ComputationFrame:
         """A frame with one op node holding the op's (current) calls."""
         builder = _Builder(store, nx.DiGraph(), all_versions)
-        rows = builder.keep_current(
-            store._execute(
-                "SELECT call_id, op_id, deps_id FROM calls WHERE op_id = ? AND status != 'failed'",
-                (op_id,),
-            ),
-            1,
-            2,
+        with store.snapshot():
+            rows = builder.keep_current(
+                store._execute(
+                    f"SELECT {_CALL_COLUMNS} FROM calls "
+                    "WHERE op_id = ? AND status != 'failed'",
+                    (op_id,),
+                ),
+                1,
+                2,
+            )
+            builder.reader.add_calls(rows)
+            op = builder.add_op(op_id)
+            builder.add_calls(op, (row[0] for row in rows))
+            builder.add_output_var(op)
+        return cls(
+            store, builder.graph, all_versions=all_versions, reader=builder.reader
         )
-        op = builder.add_op(op_id)
-        builder.add_calls(op, (row[0] for row in rows))
-        builder.add_output_var(op)
-        builder.refresh_values()
-        return cls(store, builder.graph, all_versions=all_versions)
 
     @classmethod
     def from_value(
@@ -627,15 +824,19 @@ class ComputationFrame:
         return cls(store, builder.graph, all_versions=all_versions)
 
     def _builder(self) -> _Builder:
-        return _Builder(self.store, self.graph.copy(), self.all_versions)
+        return _Builder(self.store, self._graph.copy(), self.all_versions, self._reader)
 
     def _new(
-        self, graph: nx.DiGraph, all_versions: bool | None = None
+        self,
+        graph: nx.DiGraph,
+        all_versions: bool | None = None,
+        reader: _Reader | None = None,
     ) -> ComputationFrame:
         return ComputationFrame(
             self.store,
             graph,
             all_versions=self.all_versions if all_versions is None else all_versions,
+            reader=reader or self._reader,
         )
 
     # inspection
@@ -648,14 +849,16 @@ class ComputationFrame:
     @property
     def variables(self) -> list[str]:
         """Variable node names, in column order."""
-        return [n for n in self._column_order() if self.graph.nodes[n]["kind"] == "var"]
+        return [
+            n for n in self._column_order() if self._graph.nodes[n]["kind"] == "var"
+        ]
 
     def call_ids(self, op: str) -> frozenset[str]:
         """The call ids an op node holds.
 
         :raises QueryError: no op node of that name.
         """
-        return frozenset(self.graph.nodes[self._node(op, "op")]["calls"])
+        return frozenset(self._graph.nodes[self._node(op, "op")]["calls"])
 
     def value_ids(self, var: str) -> frozenset[str]:
         """The value references a variable node holds.
@@ -675,15 +878,15 @@ class ComputationFrame:
         return [loaded[ref] for ref in refs]
 
     def _node(self, name: str, kind: str | None = None) -> str:
-        if name in self.graph and (
-            kind is None or self.graph.nodes[name]["kind"] == kind
+        if name in self._graph and (
+            kind is None or self._graph.nodes[name]["kind"] == kind
         ):
             return name
         what = {"op": "op node", "var": "variable"}.get(kind or "", "node")
         names = [
             n
             for n in self._column_order()
-            if kind is None or self.graph.nodes[n]["kind"] == kind
+            if kind is None or self._graph.nodes[n]["kind"] == kind
         ]
         msg = f"the frame has no {what} named {name!r}; its {what}s: {', '.join(names) or 'none'}."
         raise QueryError(msg)
@@ -693,7 +896,7 @@ class ComputationFrame:
     def _start(
         self, nodes: str | Sequence[str] | None, direction: str
     ) -> tuple[dict[str, set[str]], set[str] | None]:
-        graph = self.graph
+        graph = self._graph
         if nodes is None:
             frontier = {
                 n: set(d["calls"])
@@ -742,8 +945,7 @@ class ComputationFrame:
                 steps += 1
                 if not frontier:
                     break
-            builder.refresh_values()
-        return self._new(builder.graph)
+            return self._new(builder.graph, reader=builder.reader)
 
     def expand_back(
         self, nodes: str | Sequence[str] | None = None, *, depth: int | None = None
@@ -801,8 +1003,7 @@ class ComputationFrame:
                 if not merged:
                     break
                 back, forward = dict(merged), {op: set(c) for op, c in merged.items()}
-            builder.refresh_values()
-        return self._new(builder.graph)
+            return self._new(builder.graph, reader=builder.reader)
 
     # selection and filtering
 
@@ -815,8 +1016,8 @@ class ComputationFrame:
         """
         names = [nodes] if isinstance(nodes, str) else list(nodes)
         kept = [self._node(name) for name in names]
-        graph = self.graph.subgraph(kept).copy()
-        graph.graph.update(self.graph.graph)
+        graph = self._graph.subgraph(kept).copy()
+        graph.graph.update(self._graph.graph)
         return self._new(graph)
 
     def __getitem__(self, key: object) -> ComputationFrame:
@@ -881,8 +1082,7 @@ class ComputationFrame:
                     attrs["calls"] = frozenset(attrs["calls"] & found)
                 elif graph.degree(node) == 0:
                     attrs["values"] = frozenset(attrs["values"] & found)
-            builder.refresh_values()
-        return self._new(graph)
+            return self._new(graph)
 
     # combination
 
@@ -896,8 +1096,8 @@ class ComputationFrame:
                 "cannot be combined; build both from one Store."
             )
             raise QueryError(msg)
-        for node in set(self.graph) & set(other.graph):
-            mine, theirs = self.graph.nodes[node], other.graph.nodes[node]
+        for node in set(self._graph) & set(other._graph):
+            mine, theirs = self._graph.nodes[node], other._graph.nodes[node]
             if mine["kind"] != theirs["kind"] or mine.get("op_id") != theirs.get(
                 "op_id"
             ):
@@ -914,19 +1114,19 @@ class ComputationFrame:
         >>> frame.where("k == 1") | frame.where("k == 3")   # doctest: +SKIP
         """
         other = self._check_same_store(other)
-        graph = nx.compose(self.graph, other.graph)
-        for node in set(self.graph) & set(other.graph):
+        graph = nx.compose(self._graph, other._graph)
+        for node in set(self._graph) & set(other._graph):
             key = "calls" if graph.nodes[node]["kind"] == "op" else "values"
             graph.nodes[node][key] = (
-                self.graph.nodes[node][key] | other.graph.nodes[node][key]
+                self._graph.nodes[node][key] | other._graph.nodes[node][key]
             )
-        for edge in set(self.graph.edges) & set(other.graph.edges):
-            mine, theirs = self.graph.edges[edge], other.graph.edges[edge]
+        for edge in set(self._graph.edges) & set(other._graph.edges):
+            mine, theirs = self._graph.edges[edge], other._graph.edges[edge]
             if mine["kind"] == "out" and mine["path"] != theirs["path"]:
                 graph.edges[edge].update(path=_ANY_PATH, label=f"output{_ANY_PATH}")
         graph.graph["next_order"] = max(
-            self.graph.graph.get("next_order", 0),
-            other.graph.graph.get("next_order", 0),
+            self._graph.graph.get("next_order", 0),
+            other._graph.graph.get("next_order", 0),
         )
         return self._new(graph, self.all_versions or other.all_versions)
 
@@ -937,15 +1137,15 @@ class ComputationFrame:
         """
         other = self._check_same_store(other)
         graph = nx.DiGraph()
-        graph.graph.update(self.graph.graph)
-        for node, attrs in self.graph.nodes(data=True):
-            if node in other.graph:
+        graph.graph.update(self._graph.graph)
+        for node, attrs in self._graph.nodes(data=True):
+            if node in other._graph:
                 key = "calls" if attrs["kind"] == "op" else "values"
                 graph.add_node(
-                    node, **{**attrs, key: attrs[key] & other.graph.nodes[node][key]}
+                    node, **{**attrs, key: attrs[key] & other._graph.nodes[node][key]}
                 )
-        for source, target, attrs in self.graph.edges(data=True):
-            if other.graph.has_edge(source, target):
+        for source, target, attrs in self._graph.edges(data=True):
+            if other._graph.has_edge(source, target):
                 graph.add_edge(source, target, **attrs)
         return self._new(graph, self.all_versions and other.all_versions)
 
@@ -955,7 +1155,7 @@ class ComputationFrame:
     # ordering
 
     def _op_order(self) -> list[str]:
-        graph = self.graph
+        graph = self._graph
         ops = nx.DiGraph()
         for node, attrs in graph.nodes(data=True):
             if attrs["kind"] == "op":
@@ -974,7 +1174,7 @@ class ComputationFrame:
     def _column_order(self) -> list[str]:
         """Topological: each op preceded by its source variables and followed by the
         variables it produces; variables without edges last."""
-        graph = self.graph
+        graph = self._graph
         placed: dict[str, None] = {}
         for op in self._op_order():
             for var in graph.predecessors(op):
@@ -1019,8 +1219,8 @@ class ComputationFrame:
         import pandas as pd
 
         columns = self._column_order()
+        data = self._prepare()
         with self.store.snapshot():
-            data = _Data(self.store, self.graph)
             table = self._traces(data)
             if table is None:
                 table = pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
@@ -1033,56 +1233,62 @@ class ComputationFrame:
         return table.reset_index(drop=True)
 
     def _traces(self, data: _Data) -> pd.DataFrame | None:
+        """Ids of the traces, unordered: for each op node (in topological order) a
+        table with one row per call holding its upstream calls and values; the
+        rows of calls that no call of the frame consumed are the trace ends, and
+        the trace ends of all op nodes are joined on the ops they share."""
         import pandas as pd
 
-        graph = self.graph
+        graph = self._graph
         order = self._op_order()
+        output = data.output
         upstream: dict[str, pd.DataFrame] = {}
         consumed: dict[str, set[str]] = defaultdict(set)
         for op in order:
-            calls = sorted(
-                graph.nodes[op]["calls"], key=lambda c: (data.started.get(c, 0.0), c)
-            )
-            table = pd.DataFrame({op: pd.Series(calls, dtype=object)})
+            mine = graph.nodes[op]["calls"]
+            calls = list(mine)
+            columns: dict[str, list[object]] = {op: list(calls)}
             for var, _, edge in graph.in_edges(op, data=True):
                 if not edge["element"]:
                     per_call = data.inputs.get(edge["param"], {})
-                    table[var] = pd.Series(
-                        [per_call.get(c) for c in calls], dtype=object
-                    )
+                    columns[var] = [per_call.get(c) for c in calls]
             for _, var, edge in graph.out_edges(op, data=True):
-                if var not in table.columns:
+                if var not in columns:
                     path = edge["path"]
-                    table[var] = pd.Series(
-                        [data.ref(c, path) for c in calls], dtype=object
+                    columns[var] = (
+                        [output.get(c) for c in calls]
+                        if path == ""
+                        else [data.ref(c, path) for c in calls]
                     )
-            mine = graph.nodes[op]["calls"]
+            table = pd.DataFrame(columns, dtype=object)
             for var, _, edge in graph.in_edges(op, data=True):
-                links = data.links.get((edge["param"], edge["element"]), ())
+                element = edge["element"]
+                links = data.links.get((edge["param"], element), ())
                 for producer in graph.predecessors(var):
                     theirs = graph.nodes[producer]["calls"]
                     pairs = [
-                        (
-                            call_id,
-                            source,
-                            data.ref(source, path) if edge["element"] else None,
-                        )
+                        (call_id, source, path)
                         for call_id, source, path in links
                         if call_id in mine and source in theirs
                     ]
                     if not pairs:
                         continue
-                    pairs.sort(key=lambda p: (data.started.get(p[1], 0.0), p[1]))
-                    relation = pd.DataFrame(
-                        {
-                            op: pd.Series([p[0] for p in pairs], dtype=object),
-                            producer: pd.Series([p[1] for p in pairs], dtype=object),
+                    relation_columns: dict[str, list[object]] = {
+                        op: [p[0] for p in pairs],
+                        producer: [p[1] for p in pairs],
+                    }
+                    if element:
+                        # Several elements of one input: collections in call order.
+                        pairs.sort(key=lambda p: (data.started.get(p[1], 0.0), p[1]))
+                        relation_columns = {
+                            op: [p[0] for p in pairs],
+                            producer: [p[1] for p in pairs],
+                            var: [data.ref(p[1], p[2]) for p in pairs],
                         }
-                    )
-                    if edge["element"]:
-                        relation[var] = pd.Series([p[2] for p in pairs], dtype=object)
-                    relation = relation.drop_duplicates()
-                    consumed[producer].update(relation[producer])
+                    relation = pd.DataFrame(relation_columns, dtype=object)
+                    if element:
+                        relation = relation.drop_duplicates()
+                    consumed[producer].update(relation_columns[producer])  # type: ignore[arg-type]
                     above = upstream[producer]
                     above = above.drop(
                         columns=[c for c in (var, op) if c in above.columns]
@@ -1093,7 +1299,8 @@ class ComputationFrame:
         tables = []
         for op in reversed(order):
             table = upstream[op]
-            tables.append(table[~table[op].isin(consumed[op])])
+            ends = table[~table[op].isin(consumed[op])] if consumed[op] else table
+            tables.append(ends)
         for node, attrs in graph.nodes(data=True):
             if attrs["kind"] == "var" and graph.degree(node) == 0:
                 tables.append(
@@ -1115,75 +1322,61 @@ class ComputationFrame:
     def _join(self, left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
         """Outer-join two trace tables on their shared op columns (or shared
         variables when they share no op); empty cells never match."""
+        import numpy as np
         import pandas as pd
 
         shared = [c for c in right.columns if c in left.columns]
-        keys = [c for c in shared if self.graph.nodes[c]["kind"] == "op"] or shared
+        keys = [c for c in shared if self._graph.nodes[c]["kind"] == "op"] or shared
         if not keys:
             return pd.concat([left, right], ignore_index=True)
         left, right = left.copy(), right.copy()
+        sentinels: set[str] = set()
         for frame, side in ((left, "l"), (right, "r")):
             for key in keys:
-                cells = frame[key].tolist()
-                frame[key] = pd.Series(
-                    [
-                        f"{_NULL}{side}{i}" if _is_empty(c) else c
-                        for i, c in enumerate(cells)
-                    ],
-                    dtype=object,
-                    index=frame.index,
-                )
+                cells = frame[key].to_numpy(dtype=object, copy=True)
+                empty = np.flatnonzero(pd.isna(cells))
+                if len(empty):
+                    marks = [f"{_NULL}{side}{key}{i}" for i in empty]
+                    cells[empty] = marks
+                    sentinels.update(marks)
+                    frame[key] = pd.Series(cells, dtype=object, index=frame.index)
         merged = left.merge(
             right, on=keys, how="outer", suffixes=("", _RIGHT), sort=False
         )
-        for key in keys:
-            merged[key] = pd.Series(
-                [
-                    None if isinstance(c, str) and c.startswith(_NULL) else c
-                    for c in merged[key]
-                ],
-                dtype=object,
-                index=merged.index,
-            )
+        if sentinels:
+            for key in keys:
+                merged[key] = merged[key].mask(merged[key].isin(sentinels), None)
         for column in shared:
             if column not in keys:
-                merged[column] = pd.Series(
-                    [
-                        _merge_cells(a, b)
-                        for a, b in zip(
-                            merged[column], merged[column + _RIGHT], strict=True
-                        )
-                    ],
-                    dtype=object,
-                    index=merged.index,
-                )
+                merged[column] = _merge_columns(merged[column], merged[column + _RIGHT])
                 merged = merged.drop(columns=[column + _RIGHT])
         return merged
 
     def _sort_rows(self, table: pd.DataFrame, data: _Data) -> pd.DataFrame:
-        """Order traces by the start times of their calls, upstream ops first."""
-        import pandas as pd
-
-        started = data.started
-        keys = {}
-        for index, op in enumerate(self._op_order()):
-            keys[f"k{index}"] = [
-                started.get(c, math.inf)
-                if isinstance(c, str)
-                else min(started.get(x, math.inf) for x in c)
-                if isinstance(c, Values)
-                else math.inf
-                for c in table[op]
-            ]
-        if not keys or table.empty:
+        """Order traces by the start times of their calls, upstream ops first (call
+        ids break ties, so the order never depends on hashing)."""
+        if table.empty:
             return table
-        order = pd.DataFrame(keys).sort_values(list(keys), kind="mergesort").index
+        started = data.started
+        inf = math.inf
+        columns: list[list[Any]] = []
+        for op in self._op_order():
+            firsts = [
+                c if isinstance(c, str) else min(c) if isinstance(c, Values) else ""
+                for c in table[op].tolist()
+            ]
+            columns.append([started.get(c, inf) if c else inf for c in firsts])
+            columns.append(firsts)
+        if not columns:
+            return table
+        keys = list(zip(*columns, strict=True))
+        order = sorted(range(len(keys)), key=keys.__getitem__)
         return table.iloc[order]
 
     def _with_versions(self, table: pd.DataFrame, data: _Data) -> pd.DataFrame:
         for op in reversed(self._op_order()):
             name = f"{op}_version"
-            while name in self.graph:
+            while name in self._graph:
                 name += "_"
             cells = [
                 _collect(data.version.get(x, "")[:SHORT] for x in c)
@@ -1200,7 +1393,7 @@ class ComputationFrame:
         variables = [
             c
             for c in table.columns
-            if c in self.graph and self.graph.nodes[c]["kind"] == "var"
+            if c in self._graph and self._graph.nodes[c]["kind"] == "var"
         ]
         refs: list[str] = []
         for column in variables:
@@ -1370,20 +1563,27 @@ def _aggregate(table: pd.DataFrame, key: str) -> pd.DataFrame:
 
 def _combine(table: pd.DataFrame, other: pd.DataFrame, key: str) -> pd.DataFrame:
     """``table`` left-joined with ``other`` (unique ``key``); shared columns merged."""
-    import pandas as pd
-
     merged = table.merge(other, on=key, how="left", suffixes=("", _RIGHT))
     for column in other.columns:
         if column != key and column in table.columns:
-            merged[column] = pd.Series(
-                [
-                    _merge_cells(a, b)
-                    for a, b in zip(
-                        merged[column], merged[column + _RIGHT], strict=True
-                    )
-                ],
-                dtype=object,
-                index=merged.index,
-            )
+            merged[column] = _merge_columns(merged[column], merged[column + _RIGHT])
             merged = merged.drop(columns=[column + _RIGHT])
     return merged
+
+
+def _merge_columns(left: pd.Series, right: pd.Series) -> pd.Series:
+    """Cell by cell: the one that is not empty, or both as ``Values`` when they
+    differ (vectorized; only differing cells are visited in Python)."""
+    import numpy as np
+    import pandas as pd
+
+    a = left.to_numpy(dtype=object)
+    b = right.to_numpy(dtype=object)
+    a_empty, b_empty = pd.isna(a), pd.isna(b)
+    result = np.where(a_empty, b, a)
+    both = np.flatnonzero(~a_empty & ~b_empty)
+    if len(both):
+        differ = both[a[both] != b[both]]
+        for i in differ:
+            result[i] = _collect((a[i], b[i]))
+    return pd.Series(result, dtype=object, index=left.index)

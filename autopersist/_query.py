@@ -50,6 +50,8 @@ SHORT = 12
 VALUE_ID_LENGTH = 32
 #: ``json_each`` takes any number of ids in one statement; chunks bound memory.
 _CHUNK = 50_000
+#: Loading more than this share of all values reads the whole table sequentially.
+_SCAN_VALUES = 0.5
 #: Runs not finished and started less than this long ago count as in progress.
 _ACTIVE_RUN_WINDOW = 24 * 3600.0
 #: Blob files without a row are left alone for this long (a run writes the file
@@ -228,9 +230,14 @@ class Store:
             with contextlib.suppress(Exception):
                 self._conn.execute("COMMIT")
 
+    def _data_version(self) -> int:
+        """Changes whenever another connection commits to the store."""
+        version: int = self._execute("PRAGMA data_version")[0][0]
+        return version
+
     def _fresh(self) -> None:
         """Drop cached facts when another connection committed since they were read."""
-        key = self._execute("PRAGMA data_version")[0][0]
+        key = self._data_version()
         if key != self._cache_key:
             self._cache_key = key
             self._currency_cache = None
@@ -376,22 +383,44 @@ class Store:
         ``UnreadableValue``.
         """
         refs = list(dict.fromkeys(ref for ref in refs if isinstance(ref, str)))
-        base_ids = list(dict.fromkeys(_ref_parts(ref)[0] for ref in refs))
-        loaded: dict[str, object] = {}
-        rows = self._execute_ids(
-            "SELECT value_id, type, data FROM value_rows "
-            "WHERE value_id IN (SELECT value FROM json_each(?))",
-            base_ids,
+        base_ids = list(
+            dict.fromkeys(_ref_parts(ref)[0] if "[" in ref else ref for ref in refs)
         )
+        loaded: dict[str, object] = {}
+        size = self._execute("SELECT max(rowid) FROM value_rows")[0][0] or 0
+        if len(base_ids) > _SCAN_VALUES * size:
+            # Most of the table is wanted: one sequential read beats index probes.
+            wanted = set(base_ids)
+            rows = [
+                row
+                for row in self._execute("SELECT value_id, type, data FROM value_rows")
+                if row[0] in wanted
+            ]
+        else:
+            rows = self._execute_ids(
+                "SELECT value_id, type, data FROM value_rows "
+                "WHERE value_id IN (SELECT value FROM json_each(?))",
+                base_ids,
+            )
         for value_id, type_name, data in rows:
-            loaded[value_id] = self._decode(value_id, type_name or "value", data)
-        result: dict[str, object] = {}
+            if data is None:
+                loaded[value_id] = self._decode(value_id, type_name or "value", data)
+                continue
+            try:
+                loaded[value_id] = loads(data)
+            except Exception as exc:
+                loaded[value_id] = UnreadableValue(
+                    value_id, type_name or "value", f"{type(exc).__name__}: {exc}"
+                )
+        result = {ref: loaded[ref] for ref in refs if ref in loaded}
         for ref in refs:
+            if ref in result:
+                continue
             base, path = _ref_parts(ref)
             value = loaded.get(base, _MISSING)
             if value is _MISSING:
                 value = UnreadableValue(base, "value", "missing from the store")
-            if path and not isinstance(value, UnreadableValue):
+            elif path:
                 try:
                     value = _element(value, path)
                 except Exception as exc:
