@@ -49,7 +49,7 @@ from autopersist._names import ENV_ACTIVATE, ENV_ROOT, ENV_RUN_ID, ENV_STORE
 from autopersist._runtime import Runtime
 from autopersist._storage import Storage
 from autopersist._transform import compile_rewritten, has_marker, rewrite_source
-from autopersist.errors import AlreadyImportedWarning, TransformError
+from autopersist.errors import AlreadyImportedWarning, AutopersistError, TransformError
 
 #: The start-up hook file installed into site-packages with the package.
 STARTUP_PTH = "autopersist-startup.pth"
@@ -345,9 +345,14 @@ class PersistLoader(SourceFileLoader):
 
     def exec_module(self, module: ModuleType) -> None:
         path = self.get_filename(module.__name__)
-        self.session.runtime.new_module(
-            self.session.identity(path), module.__dict__, path
-        )
+        try:
+            self.session.runtime.new_module(
+                self.session.identity(path), module.__dict__, path
+            )
+        except AutopersistError:
+            raise
+        except Exception as exc:
+            raise _internal_error(path, exc) from exc
         super().exec_module(module)
 
 
@@ -368,12 +373,16 @@ def instrumented_code(data: bytes, path: str, *, debug: bool = False) -> CodeTyp
     except TransformError:
         raise
     except Exception as exc:
-        msg = (
-            f"autopersist failed to instrument {path} ({type(exc).__name__}: {exc}); "
-            "this is a bug in autopersist: please report it, and set "
-            "AUTOPERSIST_DISABLE=1 to run your code without autopersist meanwhile."
-        )
-        raise TransformError(msg) from exc
+        raise _internal_error(path, exc) from exc
+
+
+def _internal_error(path: str, exc: Exception) -> TransformError:
+    msg = (
+        f"autopersist failed to instrument {path} ({type(exc).__name__}: {exc}); "
+        "this is a bug in autopersist: please report it, and set "
+        "AUTOPERSIST_DISABLE=1 to run your code without autopersist meanwhile."
+    )
+    return TransformError(msg)
 
 
 class _LateBinding:
