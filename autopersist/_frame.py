@@ -409,15 +409,18 @@ class _Builder:
         """Whether an edge ``source -> target`` would close a cycle."""
         return source == target or nx.has_path(self.graph, target, source)
 
-    def producer_for(self, var: str, op_id: str) -> str:
-        """The op node that holds ``op_id``'s calls producing ``var``: the existing
-        producer, else an op node of ``op_id`` the edge keeps acyclic (convergent
-        histories share a node), else a new one."""
+    def producer_for(self, var: str, op_id: str, calls: set[str]) -> str:
+        """The op node to hold ``calls`` of ``op_id``, which produced ``var``: the
+        existing producer of ``var``, else an op node of ``op_id`` that already
+        holds some of these calls (a convergent history: one node) and that the
+        edge keeps acyclic, else a new node (another role of the same op)."""
         for op in self.producers(var):
             if self.graph.nodes[op]["op_id"] == op_id:
                 return op
         for op in self.op_nodes(op_id):
-            if not self.creates_cycle(op, var):
+            if self.graph.nodes[op]["calls"] & calls and not self.creates_cycle(
+                op, var
+            ):
                 return op
         return self.add_op(op_id)
 
@@ -509,7 +512,7 @@ class _Builder:
             for call_id, op_id in rows:
                 by_op[op_id].add(call_id)
             for op_id, calls in sorted(by_op.items()):
-                op = self.producer_for(var, op_id)
+                op = self.producer_for(var, op_id, calls)
                 self.add_out_edge(op, var, "")
                 added[op] |= self.add_calls(op, calls)
         for (op, param, element, source_op), (sources, paths) in self._links_by_node(
@@ -525,24 +528,29 @@ class _Builder:
                 continue
             path = paths.pop() if len(paths) == 1 else _ANY_PATH
             if element:
-                producer, var = self._element_source(op, param, source_op)
+                producer, var = self._element_source(op, param, source_op, sources)
             else:
-                producer = self.producer_for(whole, source_op)
+                producer = self.producer_for(whole, source_op, sources)
                 var = self.converge(whole, producer, path)
             self.add_out_edge(producer, var, path)
             added[producer] |= self.add_calls(producer, sources)
         return {op: calls for op, calls in added.items() if calls}
 
-    def _element_source(self, op: str, param: str, source_op: str) -> tuple[str, str]:
+    def _element_source(
+        self, op: str, param: str, source_op: str, sources: set[str]
+    ) -> tuple[str, str]:
         """``(producer node, variable)`` for elements of ``op``'s ``param`` that
-        calls of ``source_op`` returned."""
+        the calls ``sources`` of ``source_op`` returned."""
         for var, _, data in self.graph.in_edges(op, data=True):
             if data["param"] == param and data["element"]:
                 for producer in self.producers(var):
                     if self.graph.nodes[producer]["op_id"] == source_op:
                         return producer, var
         reusable = [
-            p for p in self.op_nodes(source_op) if not nx.has_path(self.graph, op, p)
+            p
+            for p in self.op_nodes(source_op)
+            if self.graph.nodes[p]["calls"] & sources
+            and not nx.has_path(self.graph, op, p)
         ]
         producer = reusable[0] if reusable else self.add_op(source_op)
         var = self.add_var(f"{producer}_output")
@@ -577,7 +585,7 @@ class _Builder:
         for (op, op_id, param, element, path), (group, _paths) in self._links_by_node(
             frontier, back=False
         ):
-            target = self._consumer_for(op, op_id, param, element, path, targets)
+            target = self._consumer_for(op, op_id, param, element, path, targets, group)
             if target is None:
                 continue
             var, consumer = target
@@ -649,9 +657,10 @@ class _Builder:
         element: bool,
         path: str,
         targets: set[str] | None,
+        calls: set[str],
     ) -> tuple[str, str] | None:
-        """``(variable, consumer node)`` for calls of ``op_id`` whose ``param`` took
-        ``op``'s output at ``path`` (or elements of it when ``element``)."""
+        """``(variable, consumer node)`` for ``calls`` of ``op_id``, whose ``param``
+        took ``op``'s output at ``path`` (or elements of it when ``element``)."""
         outputs = self._outputs(op, path)
         if targets is not None and not any(var in targets for var in outputs):
             return None
@@ -664,9 +673,12 @@ class _Builder:
                     and data["element"] == element
                 ):
                     return var, consumer
-        # 2. a node of that op exists: join it (a convergent history)
+        # 2. a node of that op holds some of these calls: join it (a convergent
+        #    history); a node holding other calls plays another role
         op_id_here = self.graph.nodes[op]["op_id"]
         for consumer in self.op_nodes(op_id):
+            if not self.graph.nodes[consumer]["calls"] & calls:
+                continue
             if consumer == op or nx.has_path(self.graph, consumer, op):
                 continue
             if element:
@@ -1362,7 +1374,11 @@ class ComputationFrame:
         columns: list[list[Any]] = []
         for op in self._op_order():
             firsts = [
-                c if isinstance(c, str) else min(c) if isinstance(c, Values) else ""
+                c
+                if isinstance(c, str)
+                else min(c, key=lambda x: (started.get(x, inf), x))
+                if isinstance(c, Values)
+                else ""
                 for c in table[op].tolist()
             ]
             columns.append([started.get(c, inf) if c else inf for c in firsts])

@@ -435,7 +435,7 @@ def test_traces_sharing_a_call_are_joined(synthetic):
     assert table["evaluate"].notna().all()
 
 
-def test_one_call_reading_two_calls_of_one_op_gets_a_collection(synthetic):
+def test_two_roles_of_one_op_get_two_nodes(synthetic):
     for op in ("m:load", "m:merge"):
         synthetic.version(op)
     a = synthetic.call("m:load", {"name": "a"}, [1.5])
@@ -448,11 +448,21 @@ def test_one_call_reading_two_calls_of_one_op_gets_a_collection(synthetic):
     )
     with synthetic.open() as store:
         frame = store.frame("merge").expand_back()
-        assert frame.ops == ["load", "merge"]
+        assert frame.ops == ["load", "load_1", "merge"]
+        assert "left = load(name=name)" in repr(frame)
+        assert "right = load_1(name=load_1_name)" in repr(frame)
         table = frame.df()
     assert len(table) == 1
-    assert table["load"][0] == Values([a, b])
-    assert table["name"][0] == Values(["a", "b"])
+    assert (table["load"][0], table["load_1"][0]) == (a, b)
+    assert (table["name"][0], table["load_1_name"][0]) == ("a", "b")
+
+
+def test_one_call_shared_by_two_consumers_is_one_node(pipeline):
+    # evaluate reads the same generate call as train: one node, one variable
+    frame = pipeline.frame("evaluate").expand_all()
+    assert frame.ops == ["generate", "train", "evaluate"]
+    assert frame.graph.has_edge("data", "train")
+    assert frame.graph.has_edge("data", "evaluate")
 
 
 def test_current_versions_follow_last_seen_accept_and_globals(synthetic):
