@@ -1,0 +1,237 @@
+"""A 3-step numpy pipeline with 1 MB to 100 MB arrays: hash and store throughput.
+
+    python benchmarks/arrays.py [--sizes-mb 1 10 100] [--reps 3]
+
+A marked module ``pipe.py``::
+
+    def make(n, seed):   return np.random.default_rng(seed).standard_normal(n)
+    def normalize(a):    return (a - a.mean()) / a.std()
+    def smooth(a):       return np.cumsum(a) / len(a)
+
+``main.py`` runs ``smooth(normalize(make(n, 0)))`` on float64 arrays of the given
+size and times it. Under autopersist a new run hashes two array inputs and three
+array outputs and stores three arrays; so does joblib.Memory (``.cache`` on each
+step). Figures:
+
+* new run: seconds, and "store throughput" = 3 x size / (t_new - t_plain), the
+  MB/s at which the memoizer takes in the arrays it must hash and store;
+* reused run: seconds (it loads 3 arrays and hashes 2 inputs);
+* in-process: ``autopersist._hashing.content_hash`` of one array, in GB/s,
+  vs ``joblib.hash`` (target: >= 1 GB/s at 100 MB), and ``_codec.dumps`` + writing
+  the blob file (what the store does for a value > 64 KiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    Row,
+    add_common_args,
+    ap_args,
+    median,
+    progress,
+    report,
+    run_child,
+    set_package_root,
+    write,
+)
+
+PIPE = """\
+# persist
+import numpy as np
+
+
+def make(n, seed):
+    return np.random.default_rng(seed).standard_normal(n)
+
+
+def normalize(a):
+    return (a - a.mean()) / a.std()
+
+
+def smooth(a):
+    return np.cumsum(a) / len(a)
+"""
+
+MAIN = """\
+import json
+import sys
+import time
+
+import pipe
+
+n = int(sys.argv[1])
+make, normalize, smooth = pipe.make, pipe.normalize, pipe.smooth
+if len(sys.argv) > 2:
+    from joblib import Memory
+
+    memory = Memory(location=sys.argv[2], verbose=0)
+    make, normalize, smooth = memory.cache(make), memory.cache(normalize), memory.cache(smooth)
+t0 = time.perf_counter()
+out = smooth(normalize(make(n, 0)))
+seconds = time.perf_counter() - t0
+print("BENCH " + json.dumps({"seconds": seconds, "last": float(out[-1])}))
+"""
+
+HASH = """\
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+from joblib import hash as joblib_hash
+
+from autopersist._codec import dumps
+from autopersist._hashing import content_hash
+
+n, reps = int(sys.argv[1]), int(sys.argv[2])
+a = np.random.default_rng(1).standard_normal(n)
+
+
+def best(fn):
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def store():
+    data = dumps(a)
+    fd, path = tempfile.mkstemp(dir=".")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.unlink(path)
+
+
+print("BENCH " + json.dumps({
+    "ap_hash": best(lambda: content_hash(a)),
+    "joblib_hash": best(lambda: joblib_hash(a)),
+    "dumps_write": best(store),
+}))
+"""
+
+BENCH = "arrays"
+
+
+def measure_pipeline(mb: int, reps: int) -> dict[str, float]:
+    n = mb * 1024 * 1024 // 8
+    res: dict[str, list[float]] = {
+        k: [] for k in ("plain", "new", "reuse", "jl_new", "jl_reuse")
+    }
+    for _ in range(reps):
+        with tempfile.TemporaryDirectory(prefix="apbench-") as d:
+            write(d, "pipe.py", PIPE)
+            write(d, "main.py", MAIN)
+            run_child(["-c", "import pipe"], d)  # plain bytecode cache, numpy warm
+            plain = run_child(["main.py", n], d)
+            new = run_child(ap_args("main.py", n), d)
+            reuse = run_child(ap_args("main.py", n), d)
+            store = str(Path(d) / "joblib")
+            jl_new = run_child(["main.py", n, store], d)
+            jl_reuse = run_child(["main.py", n, store], d)
+            lasts = {c.data["last"] for c in (plain, new, reuse, jl_new, jl_reuse)}
+            if len(lasts) != 1:
+                raise RuntimeError(f"pipelines disagree: {lasts}")
+            for key, child in (
+                ("plain", plain),
+                ("new", new),
+                ("reuse", reuse),
+                ("jl_new", jl_new),
+                ("jl_reuse", jl_reuse),
+            ):
+                res[key].append(child.data["seconds"])
+    return {k: median(v) for k, v in res.items()}
+
+
+def measure_hash(mb: int, reps: int) -> dict[str, float]:
+    n = mb * 1024 * 1024 // 8
+    with tempfile.TemporaryDirectory(prefix="apbench-") as d:
+        write(d, "hash_bench.py", HASH)
+        return run_child(["hash_bench.py", n, reps], d).data
+
+
+def run(sizes_mb: list[int] | None = None, reps: int = 3) -> list[Row]:
+    sizes_mb = sizes_mb or [1, 10, 100]
+    rows: list[Row] = []
+    for mb in sizes_mb:
+        r = reps if mb < 100 else max(1, reps - 2)
+        progress(f"arrays: pipeline {mb} MB x {r}")
+        p = measure_pipeline(mb, r)
+        plain = p["plain"]
+        rows.append(Row(BENCH, f"{mb} MB: new run", "s", p["new"], plain, p["jl_new"]))
+        ap_tp = 3 * mb / (p["new"] - plain) if p["new"] > plain else None
+        jl_tp = 3 * mb / (p["jl_new"] - plain) if p["jl_new"] > plain else None
+        rows.append(
+            Row(
+                BENCH,
+                f"{mb} MB: store throughput, new run (3 x size / overhead)",
+                "MB/s",
+                ap_tp,
+                None,
+                jl_tp,
+                higher_is_better=True,
+            )
+        )
+        rows.append(
+            Row(BENCH, f"{mb} MB: reused run", "s", p["reuse"], plain, p["jl_reuse"])
+        )
+        progress(f"arrays: hashing {mb} MB in-process")
+        h = measure_hash(mb, 5)
+        gbs = mb / 1024 / h["ap_hash"]
+        rows.append(
+            Row(
+                BENCH,
+                f"{mb} MB: content_hash of one array (in-process)",
+                "GB/s",
+                gbs,
+                None,
+                mb / 1024 / h["joblib_hash"],
+                target=">= 1 GB/s" if mb >= 100 else "",
+                met=(gbs >= 1.0) if mb >= 100 else None,
+                higher_is_better=True,
+            )
+        )
+        rows.append(
+            Row(
+                BENCH,
+                f"{mb} MB: pickle + write blob file (in-process)",
+                "GB/s",
+                mb / 1024 / h["dumps_write"],
+                higher_is_better=True,
+            )
+        )
+    return rows
+
+
+NOTES = (
+    "Pipeline times are of smooth(normalize(make(n))) inside the script. 'store "
+    "throughput' divides the 3 stored arrays by the time added over plain Python. "
+    "joblib column of content_hash = joblib.hash of the same array.",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes-mb", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--reps", type=int, default=3, help="repetitions below 100 MB")
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    set_package_root(args.package_root)
+    rows = run(args.sizes_mb, args.reps)
+    report("numpy pipeline", rows, NOTES)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

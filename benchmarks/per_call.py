@@ -1,0 +1,329 @@
+"""Per-call cost of a trivial op, new and reused, vs plain Python and joblib.Memory.
+
+    python benchmarks/per_call.py [--sizes 1000 10000 100000] [--joblib-max 10000]
+
+A marked module ``ops.py`` holds ``def inc(x): return x + 1`` with
+``# persist: always`` on its def line (else the hot-op guard of PRODUCT.md 3.9
+would stop memoizing such a tiny op after a thousand calls); an unmarked
+``main.py`` calls it N times with distinct arguments and times the loop itself
+(``perf_counter``), so interpreter start-up does not count. Each size runs in a
+fresh temp dir: the first ``autopersist run`` makes N new calls, the second reuses
+them. joblib.Memory (``Memory(location=tmp, verbose=0).cache(inc)``) and plain
+Python run the same loop.
+
+Two figures per case:
+
+* "loop": µs per call inside the timed loop;
+* "whole run": (wall time of the N-call process - wall of a 0-call process) / N,
+  which adds what happens outside the loop because of the calls: autopersist's
+  final commit at exit (its writes are buffered), joblib's nothing.
+
+Growth: after the largest size, 10,000 more new calls (then reused) are made in the
+same store, which then holds 100,000+ calls; their µs/call should equal the 10k
+figures of a fresh store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    Row,
+    add_common_args,
+    ap_args,
+    median,
+    progress,
+    report,
+    run_child,
+    set_package_root,
+    write,
+)
+
+OPS = """\
+# persist
+def inc(x):  # persist: always
+    return x + 1
+"""
+
+MAIN = """\
+import json
+import sys
+import time
+
+import ops
+
+start, n = int(sys.argv[1]), int(sys.argv[2])
+inc = ops.inc
+c0 = time.process_time()
+t0 = time.perf_counter()
+for i in range(start, start + n):
+    inc(i)
+seconds = time.perf_counter() - t0
+cpu = time.process_time() - c0
+print("BENCH " + json.dumps({"seconds": seconds, "cpu": cpu}))
+"""
+
+JOBLIB_MAIN = """\
+import json
+import sys
+import time
+
+from joblib import Memory
+
+import ops
+
+start, n, location = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+inc = Memory(location=location, verbose=0).cache(ops.inc)
+c0 = time.process_time()
+t0 = time.perf_counter()
+for i in range(start, start + n):
+    inc(i)
+seconds = time.perf_counter() - t0
+cpu = time.process_time() - c0
+print("BENCH " + json.dumps({"seconds": seconds, "cpu": cpu}))
+"""
+
+BENCH = "per-call"
+
+
+def _setup(directory: str) -> None:
+    write(directory, "ops.py", OPS)
+    write(directory, "main.py", MAIN)
+    write(directory, "jl_main.py", JOBLIB_MAIN)
+
+
+def _us(seconds: float, n: int) -> float:
+    return seconds / n * 1e6
+
+
+def measure_autopersist(n: int, reps: int) -> dict[str, float]:
+    """Median µs/call over ``reps`` fresh stores: new and reused, loop and whole run."""
+    new_loop, reuse_loop, new_run, reuse_run, new_cpu, reuse_cpu = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
+    for _ in range(reps):
+        with tempfile.TemporaryDirectory(prefix="apbench-") as d:
+            _setup(d)
+            # A 0-call run first, twice: rewrites and caches the modules' bytecode
+            # and creates the store, so the N-call runs differ only by the calls.
+            run_child(ap_args("main.py", 0, 0), d)
+            base = median(run_child(ap_args("main.py", 0, 0), d).wall for _ in range(3))
+            first = run_child(ap_args("main.py", 0, n), d)
+            second = run_child(ap_args("main.py", 0, n), d)
+            new_loop.append(_us(first.data["seconds"], n))
+            reuse_loop.append(_us(second.data["seconds"], n))
+            new_run.append(_us(first.wall - base, n))
+            reuse_run.append(_us(second.wall - base, n))
+            new_cpu.append(_us(first.data["cpu"], n))
+            reuse_cpu.append(_us(second.data["cpu"], n))
+    return {
+        "new_loop": median(new_loop),
+        "reuse_loop": median(reuse_loop),
+        "new_run": median(new_run),
+        "reuse_run": median(reuse_run),
+        "new_cpu": median(new_cpu),
+        "reuse_cpu": median(reuse_cpu),
+    }
+
+
+def measure_plain(n: int, reps: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="apbench-") as d:
+        _setup(d)
+        children = [run_child(["main.py", 0, n], d) for _ in range(max(reps, 3))]
+    return {
+        "loop": median(_us(c.data["seconds"], n) for c in children),
+        "cpu": median(_us(c.data["cpu"], n) for c in children),
+    }
+
+
+def measure_joblib(n: int, reps: int) -> dict[str, float]:
+    new_loop, reuse_loop, new_run, reuse_run, new_cpu, reuse_cpu = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
+    for _ in range(reps):
+        with tempfile.TemporaryDirectory(prefix="apbench-") as d:
+            _setup(d)
+            store = str(Path(d) / "joblib")
+            base = median(
+                run_child(["jl_main.py", 0, 0, store], d).wall for _ in range(3)
+            )
+            first = run_child(["jl_main.py", 0, n, store], d)
+            second = run_child(["jl_main.py", 0, n, store], d)
+            new_loop.append(_us(first.data["seconds"], n))
+            reuse_loop.append(_us(second.data["seconds"], n))
+            new_run.append(_us(first.wall - base, n))
+            reuse_run.append(_us(second.wall - base, n))
+            new_cpu.append(_us(first.data["cpu"], n))
+            reuse_cpu.append(_us(second.data["cpu"], n))
+    return {
+        "new_loop": median(new_loop),
+        "reuse_loop": median(reuse_loop),
+        "new_run": median(new_run),
+        "reuse_run": median(reuse_run),
+        "new_cpu": median(new_cpu),
+        "reuse_cpu": median(reuse_cpu),
+    }
+
+
+def measure_growth(prefill: int, n: int) -> dict[str, float]:
+    """µs/call of ``n`` new then reused calls in a store already holding ``prefill``."""
+    with tempfile.TemporaryDirectory(prefix="apbench-") as d:
+        _setup(d)
+        run_child(ap_args("main.py", 0, prefill), d)
+        first = run_child(ap_args("main.py", prefill, n), d)
+        second = run_child(ap_args("main.py", prefill, n), d)
+    return {
+        "new_loop": _us(first.data["seconds"], n),
+        "reuse_loop": _us(second.data["seconds"], n),
+    }
+
+
+def _label(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def run(
+    sizes: list[int] | None = None,
+    joblib_max: int = 10_000,
+    reps: int = 3,
+    growth: bool = True,
+) -> list[Row]:
+    sizes = sizes or [1_000, 10_000, 100_000]
+    rows: list[Row] = []
+    at: dict[int, dict[str, float]] = {}
+    for n in sizes:
+        r = 1 if n > 10_000 else reps
+        progress(f"per-call: autopersist, {n} calls x {r}")
+        ap = measure_autopersist(n, r)
+        at[n] = ap
+        progress(f"per-call: plain, {n} calls")
+        plain = measure_plain(n, r)
+        jl = None
+        if n <= joblib_max:
+            progress(f"per-call: joblib, {n} calls x {1 if n >= 10_000 else r}")
+            jl = measure_joblib(n, 1 if n >= 10_000 else r)
+        label = _label(n)
+        is_target = n == 10_000
+        for kind, name in (("new", "new"), ("reuse", "reused")):
+            loop = ap[f"{kind}_loop"]
+            jl_loop = jl[f"{kind}_loop"] if jl else None
+            rows.append(
+                Row(
+                    BENCH,
+                    f"{name}, {label} calls, loop",
+                    "µs/call",
+                    loop,
+                    plain["loop"],
+                    jl_loop,
+                    target=">= 8x cheaper than joblib" if is_target else "",
+                    met=(jl_loop / loop >= 8) if (is_target and jl_loop) else None,
+                )
+            )
+            if is_target:
+                rows.append(
+                    Row(
+                        BENCH,
+                        f"{name}, {label} calls, loop, CPU time (process_time, all threads)",
+                        "µs/call",
+                        ap[f"{kind}_cpu"],
+                        plain["cpu"],
+                        jl[f"{kind}_cpu"] if jl else None,
+                    )
+                )
+            if n < 10_000:
+                continue  # wall-time noise (~10 ms) swamps the figure below 10k calls
+            run_us = ap[f"{kind}_run"]
+            jl_run = jl[f"{kind}_run"] if jl else None
+            rows.append(
+                Row(
+                    BENCH,
+                    f"{name}, {label} calls, whole run (incl. exit commit)",
+                    "µs/call",
+                    run_us,
+                    plain["loop"],
+                    jl_run,
+                    target=">= 8x cheaper than joblib" if is_target else "",
+                    met=(jl_run / run_us >= 8) if (is_target and jl_run) else None,
+                )
+            )
+    big = max(sizes)
+    if 10_000 in at and big > 10_000:
+        for kind, name in (("new", "new"), ("reuse", "reused")):
+            ratio = at[big][f"{kind}_loop"] / at[10_000][f"{kind}_loop"]
+            rows.append(
+                Row(
+                    BENCH,
+                    f"{name}: µs/call at {_label(big)} / at 10k (fresh stores)",
+                    "ratio",
+                    ratio,
+                    target="no growth (<= 1.25)",
+                    met=ratio <= 1.25,
+                )
+            )
+    if growth and 10_000 in at:
+        prefill = max(big, 10_000)
+        progress(f"per-call: 10k calls into a store holding {prefill}")
+        g = measure_growth(prefill, 10_000)
+        for kind, name in (("new", "new"), ("reuse", "reused")):
+            ratio = g[f"{kind}_loop"] / at[10_000][f"{kind}_loop"]
+            rows.append(
+                Row(
+                    BENCH,
+                    f"{name}, 10k calls into a store holding {_label(prefill)}",
+                    "µs/call",
+                    g[f"{kind}_loop"],
+                    target="same as 10k fresh (<= 1.25x)",
+                    met=ratio <= 1.25,
+                )
+            )
+    return rows
+
+
+NOTES = (
+    "ap/plain: how many times slower than plain Python; joblib/ap: how many times "
+    "cheaper than joblib.Memory. 'loop' is timed inside the script; 'whole run' adds "
+    "the exit-time commit (wall(N calls) - wall(0 calls)) / N. The CPU-time rows are "
+    "less sensitive to other processes on the machine (see the load average).",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000]
+    )
+    parser.add_argument(
+        "--joblib-max",
+        type=int,
+        default=10_000,
+        help="largest size also run with joblib.Memory (100k takes ~90 s)",
+    )
+    parser.add_argument(
+        "--reps", type=int, default=3, help="repetitions for sizes <= 10k"
+    )
+    parser.add_argument("--no-growth", action="store_true")
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    set_package_root(args.package_root)
+    rows = run(args.sizes, args.joblib_max, args.reps, not args.no_growth)
+    report("Per-call cost of a trivial op", rows, NOTES)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
