@@ -151,15 +151,7 @@ class Session:
         runtime = self._runtime
         if runtime is None:
             return
-        reset = getattr(runtime, "after_fork_in_child", None)
-        if reset is not None:
-            reset()
-        else:
-            # The parent's counters, op stack and provenance are not the child's.
-            runtime.counters = type(runtime.counters)()
-            runtime._local = threading.local()
-            runtime.provenance = type(runtime.provenance)()
-            runtime.seen.clear()
+        runtime.after_fork_in_child()
         runtime.storage.commit_each_call(self.run_id)
         # The parent may not have committed the run's row yet: the counts need it.
         runtime.storage.add_row(*self._run_row())

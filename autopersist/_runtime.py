@@ -378,10 +378,7 @@ class Runtime:
                 if stack:
                     stack[-1].extra.update(deps)
                     stack[-1].children.append(call_id)
-                self.storage.add_row(
-                    "INSERT INTO uses VALUES (?, ?, ?)",
-                    (self.run_id, call_id, time.time()),
-                )
+                self.storage.add_use(self.run_id, call_id, time.time())
                 self.provenance.produced(call_id, result, output_id)
                 op.overhead += time.perf_counter() - started
                 return result
@@ -471,6 +468,14 @@ class Runtime:
         return result
 
     # -- dependencies --------------------------------------------------------------
+
+    def after_fork_in_child(self) -> None:
+        """A forked child starts with its own counters, op stack and provenance;
+        the parent's belong to the parent."""
+        self.counters = Counters()
+        self._local = threading.local()
+        self.provenance = Provenance()
+        self.seen.clear()
 
     def _is_hot(self, op: OpState) -> bool:
         """Switch ``op`` to plain execution for the rest of the run when memoizing
@@ -603,17 +608,12 @@ class Runtime:
     def _lookup(
         self, info: FunctionInfo, inputs_id: str
     ) -> tuple[str, dict[str, str], str, bytes | None] | None:
-        candidates = []
-        for row in self.storage.candidates(info.func_id, inputs_id):
-            deps = self.storage.deps(row[1])
-            candidates.append(
-                (
-                    row[0],
-                    deps if isinstance(deps, dict) else dict(deps),
-                    row[2],
-                    row[3] if len(row) > 3 else None,
-                )
+        candidates = [
+            (call_id, self.storage.deps(deps_id), output_id, data)
+            for call_id, deps_id, output_id, data in self.storage.candidates(
+                info.func_id, inputs_id
             )
+        ]
         for candidate in candidates:
             if self._deps_hold(candidate[1], info):
                 return candidate
