@@ -313,7 +313,7 @@ def _packages() -> dict[str, str]:
     for name, module in list(sys.modules.items()):
         if "." in name or name.startswith("_") or name in stdlib:
             continue
-        version = getattr(module, "__version__", None)
+        version = vars(module).get("__version__")  # getattr may trigger lazy imports
         if isinstance(version, str):
             found[name] = version
     return dict(sorted(found.items()))

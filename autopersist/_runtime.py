@@ -173,13 +173,16 @@ class OpState:
         self.func = func
         self.ignore = ignore
         self.always = always
-        self.signature = inspect.signature(func)
-        params = list(self.signature.parameters.values())
-        simple = all(
-            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params
+        code = func.__code__
+        simple = not code.co_kwonlyargcount and not code.co_flags & (
+            inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
         )
         #: Names for the fast path: all arguments given positionally, no defaults used.
-        self.positional_names = tuple(p.name for p in params) if simple else None
+        #: (Read from the code object: ``inspect.signature`` is computed only when a
+        #: call needs it, which keeps importing a module with many ops cheap.)
+        self.positional_names = (
+            tuple(code.co_varnames[: code.co_argcount]) if simple else None
+        )
         self.warned: set[str] = set()
         #: Accepted new parameters and their default's hash (loaded on first call).
         self.elide: dict[str, str] | None = None
@@ -189,6 +192,10 @@ class OpState:
         self.work = 0.0
         self.overhead = 0.0
         self.plain = False
+
+    @functools.cached_property
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.func)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # An op wrapper passed as a value is hashed with its closure, which holds

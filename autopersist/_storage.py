@@ -51,6 +51,8 @@ BLOB_DIR = "blobs"
 INLINE_LIMIT = 64 * 1024
 #: A finished call is committed at most this long after it finished.
 FLUSH_SECONDS = 0.5
+#: Buffered statements above which the writing thread commits them itself.
+BACKPRESSURE_STATEMENTS = 50_000
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_MS = 120_000
 #: While commits fail (full disk), keep at most this many statements to retry.
@@ -445,7 +447,12 @@ class Storage:
             self._buffer.extend(statements)
             if self._flusher is None:
                 self._start_flusher()
-            return True
+            full = len(self._buffer) > BACKPRESSURE_STATEMENTS
+        if full:
+            # Backpressure: a program producing rows faster than the flush thread
+            # commits them helps commit, so memory stays bounded.
+            self._flush_quietly()
+        return True
 
     def add_value(
         self, value_id: str, data: bytes, type_name: str, preview: str
@@ -547,21 +554,17 @@ class Storage:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                # Runs of the same statement go through executemany: one prepared
-                # statement per run instead of one execute per row.
-                start = 0
-                while start < len(batch):
-                    sql = batch[start][0]
-                    end = start + 1
-                    while end < len(batch) and batch[end][0] is sql:
-                        end += 1
-                    if end - start == 1:
-                        conn.execute(sql, batch[start][1])
+                # One executemany per statement text, in order of first appearance
+                # (rows are INSERT OR IGNORE on content keys, so only the run row's
+                # insert-then-update order matters, and first appearance keeps it).
+                grouped: dict[str, list[tuple[Any, ...]]] = {}
+                for sql, params in batch:
+                    grouped.setdefault(sql, []).append(params)
+                for sql, rows in grouped.items():
+                    if len(rows) == 1:
+                        conn.execute(sql, rows[0])
                     else:
-                        conn.executemany(
-                            sql, [params for _, params in batch[start:end]]
-                        )
-                    start = end
+                        conn.executemany(sql, rows)
                 conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
