@@ -13,9 +13,11 @@ input came from another call's output (or an element of it), including outputs o
 nested calls. Nothing is matched by guessing, except that a frame started from a
 bare value finds the calls that returned or took that value by its content.
 
-Frames are values: every method returns a new frame. Building one runs a few SQL
-statements per expansion step over sets of calls (``json_each`` over id lists),
-never one query per call, and ``df()`` joins per-op tables with pandas.
+Frames are values: every method returns a new frame. Reading is set-based and done
+once per store state (``_Reader``): the rows of a set of calls are fetched in one
+statement (``json_each`` over the id list), or, when the set covers a large share
+of a table, the whole table is read in one sequential scan and indexed in memory;
+never one query per call. ``df()`` joins per-op tables with pandas.
 
 Node state lives in the graph (``frame.graph``):
 
@@ -385,9 +387,6 @@ class _Builder:
             path = _ANY_PATH
         self.graph.add_edge(op, var, kind="out", path=path, label=f"output{path}")
 
-    def is_op(self, node: str) -> bool:
-        return bool(self.graph.nodes[node]["kind"] == "op")
-
     def op_nodes(self, op_id: str) -> list[str]:
         nodes = [
             n
@@ -756,10 +755,11 @@ class ComputationFrame:
 
     >>> frame = store.frame("train").expand_all()   # doctest: +SKIP
     >>> frame                                       # doctest: +SKIP
-    ComputationFrame: 3 ops (6 calls), 6 variables
-      data = generate(seed=seed)                         # 1 call
-      train_output = train(data=data, k=k)               # 3 calls
+    ComputationFrame: 3 ops (6 calls), 5 variables
+      data = generate(seed=seed)                                 # 1 call
+      train_output = train(data=data, k=k)                       # 3 calls
       evaluate_output = evaluate(model=train_output, data=data)  # 2 calls
+      values: seed 1, data 1, k 3, train_output 3, evaluate_output 2
     """
 
     def __init__(

@@ -1,10 +1,10 @@
 """The query side of the store: ``autopersist.Store``.
 
 A ``Store`` reads the SQLite database that runs write (see ``_schema``) through a
-read-only connection and answers with pandas DataFrames; only ``forget`` and ``gc``
-open a second, writing connection, for one transaction each. pandas, networkx and
-sqlite-utils are imported here, so ``import autopersist`` loads this module only
-when ``autopersist.Store`` is first used.
+connection that cannot write (``PRAGMA query_only``) and answers with pandas
+DataFrames; only ``forget`` and ``gc`` open a second, writing connection, for one
+transaction each. pandas and networkx are imported here, so ``import autopersist``
+loads this module only when ``autopersist.Store`` is first used.
 
 "Current" calls. A stored call is current when every dependency it recorded
 matches the store's view of the present: a function dependency ``f:module:qualname``
@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any
 from autopersist._codec import loads
 from autopersist._compat import Compatibility
 from autopersist._config import store_dir_from
-from autopersist._storage import BLOB_DIR, open_query_database
+from autopersist._storage import (
+    BLOB_DIR,
+    BUSY_TIMEOUT_MS,
+    DB_NAME,
+    _storage_error,
+    check_schema_version,
+    check_store_dir,
+)
 from autopersist.errors import QueryError, StorageError
 
 if TYPE_CHECKING:
@@ -162,8 +169,7 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path: Path = store_dir_from(path)
-        self._db = open_query_database(self.path)
-        self._conn = self._db.conn
+        self._conn = _open_reader(self.path)
         self._snapshot_depth = 0
         self._cache_key: int | None = None
         self._currency_cache: _Currency | None = None
@@ -785,7 +791,19 @@ class Store:
     # -- deleting ------------------------------------------------------------------------
 
     def _writer(self) -> Any:
-        return open_query_database(self.path, write=True).conn
+        """A writing connection for one transaction (``forget``, ``gc``).
+
+        Opened with ``sqlite3`` alone, for the reason given in ``_open_reader``.
+        """
+        import sqlite3
+
+        try:
+            conn = _connect(self.path / DB_NAME, readonly=False)
+            check_schema_version(conn, self.path)
+        except sqlite3.Error as exc:
+            msg = f"cannot open the store {self.path} for writing: {exc}."
+            raise StorageError(msg) from exc
+        return conn
 
     def forget(
         self,
@@ -854,7 +872,9 @@ class Store:
                     for sql in (
                         f"DELETE FROM call_values WHERE call_id {in_doomed}",
                         f"DELETE FROM call_links WHERE call_id {in_doomed}",
+                        f"DELETE FROM call_links WHERE source_call_id {in_doomed}",
                         f"DELETE FROM call_parents WHERE parent_call_id {in_doomed}",
+                        f"DELETE FROM call_parents WHERE call_id {in_doomed}",
                         f"DELETE FROM uses WHERE call_id {in_doomed}",
                         f"DELETE FROM calls WHERE call_id {in_doomed}",
                     ):
@@ -1015,6 +1035,59 @@ class Store:
         return GcResult(
             values=len(doomed), bytes_freed=freed, blob_files=files, deps=deps
         )
+
+
+def _connect(db_path: Path, *, readonly: bool) -> Any:
+    import sqlite3
+
+    uri = f"file:{db_path}?mode=ro" if readonly else f"file:{db_path}"
+    conn = sqlite3.connect(
+        uri,
+        uri=True,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        isolation_level=None,  # autocommit; transactions are explicit
+        check_same_thread=False,
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def _open_reader(store_dir: Path) -> Any:
+    """The Store's connection: it takes part in WAL locking like any other but
+    cannot write (``PRAGMA query_only``); ``mode=ro`` only when a normal open fails
+    (a read-only directory).
+
+    Opened with ``sqlite3`` alone, never by reading the file with ``open()`` (as
+    ``open_query_database`` does to check the header): closing any descriptor of
+    the database file drops the POSIX locks of every SQLite connection of this
+    process, and a run finishing meanwhile can then reset the WAL under them,
+    which corrupts the store.
+
+    :raises StorageError: no store there, not a store, or a newer format.
+    """
+    import sqlite3
+
+    check_store_dir(store_dir, create=False)
+    db_path = store_dir / DB_NAME
+    if not db_path.exists():
+        msg = (
+            f"no autopersist store at {store_dir}; run a script with 'autopersist run' "
+            "first, or pass --store with the right directory."
+        )
+        raise StorageError(msg)
+    for readonly in (False, True):
+        try:
+            conn = _connect(db_path, readonly=readonly)
+            if not readonly:
+                conn.execute("PRAGMA query_only = ON")
+            check_schema_version(conn, store_dir)
+            conn.execute("SELECT count(*) FROM calls").fetchone()
+        except sqlite3.Error as exc:
+            if readonly:
+                raise _storage_error(store_dir, exc) from exc
+            continue
+        return conn
+    raise AssertionError  # pragma: no cover - the loop returns or raises
 
 
 def _unlink(path: Path) -> int | None:
