@@ -145,6 +145,11 @@ class _Reader:
             self._sizes[table] = int(rows[0][0] or 0)
         return wanted > _SCAN_SHARE * self._sizes[table]
 
+    @property
+    def complete_calls(self) -> bool:
+        """Whether the whole ``calls`` table has been read."""
+        return self._info_complete
+
     def calls(self, ids: Iterable[str]) -> dict[str, CallInfo]:
         """``{call_id: info}``, holding (at least) those of ``ids`` that exist."""
         if not self._info_complete:
@@ -343,6 +348,9 @@ class _Builder:
         self.graph = graph
         self.all_versions = all_versions
         self.reader = reader.fresh() if reader is not None else _Reader(store)
+        # Far ends of links already classified by ``_links_by_node``.
+        self._usable_back: dict[str, str] = {}
+        self._usable_forward: dict[str, str] = {}
 
     # names and nodes
 
@@ -609,25 +617,35 @@ class _Builder:
             if back
             else self.reader.links_from(everything)
         )
-        others = {link[0] for c in everything for link in index.get(c, ())}
-        info = self.reader.calls(others)
+        if not self.reader.complete_calls:
+            self.reader.calls(
+                {link[0] for c in everything for link in index.get(c, ())}
+            )
+        info = self.reader.info
         current = None if back or self.all_versions else self.store._currency().current
-        # The op of each call at the other end that may be linked (not failed, and
-        # current going forward); the others are left out.
-        usable: dict[str, str] = {}
-        for other in others:
-            found = info.get(other)
-            if found is None or found[2] == "failed":
-                continue
-            if current is not None and (found[0], found[1]) not in current:
-                continue
-            usable[other] = found[0]
+        # The op of each call at the other end that may be linked ("" when it may
+        # not: it failed, or, going forward, it is not current), once per call.
+        usable = self._usable_back if back else self._usable_forward
         groups: dict[tuple[Any, ...], tuple[set[str], set[str]]] = {}
         for node, calls in frontier.items():
             for call_id in calls:
                 for other, name, path, source_path in index.get(call_id, ()):
                     op_id = usable.get(other)
                     if op_id is None:
+                        found = info.get(other)
+                        if (
+                            found is None
+                            or found[2] == "failed"
+                            or (
+                                current is not None
+                                and (found[0], found[1]) not in current
+                            )
+                        ):
+                            op_id = ""
+                        else:
+                            op_id = found[0]
+                        usable[other] = op_id
+                    if not op_id:
                         continue
                     key = (
                         (node, name, path != "", op_id)
