@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -283,8 +284,9 @@ def test_forget_and_gc_while_a_script_runs(project):
         text=True,
     )
     rounds = 0
+    deadline = time.monotonic() + 60
     with autopersist.Store(project.store) as store:
-        while running.poll() is None or rounds < 2:
+        while (running.poll() is None or rounds < 2) and time.monotonic() < deadline:
             store.forget("work", where=f"x < {10 + rounds * 5}")
             store.gc()
             # another Store in this process must not disturb the first one's locks
