@@ -994,9 +994,11 @@ class Provenance:
         if len(self._outputs) > self.LIMIT:
             self._outputs.clear()
         self._outputs[output_id] = call_id
-        for path, element in _elements(result, self.ELEMENTS):
-            if element is None or type(element) is bool:
-                continue
+        # The output object itself too: a list built from several outputs (e.g.
+        # ensemble([model(k) for k in ks])) is linked element by element.
+        for path, element in [("", result), *_elements(result, self.ELEMENTS)]:
+            if _is_shared(element):
+                continue  # cached small ints, None, booleans: identity says nothing
             if len(self._elements) > self.LIMIT:
                 self._elements.clear()
             try:
@@ -1032,6 +1034,17 @@ class Provenance:
                 if element is not None:
                     rows.append((call_id, name, path, element[0], element[1]))
         return rows
+
+
+def _is_shared(value: object) -> bool:
+    """Objects the interpreter shares between unrelated places (None, booleans,
+    cached small ints, one-character strings): never linked by identity."""
+    kind = type(value)
+    if value is None or kind is bool:
+        return True
+    if kind is int:
+        return -5 <= value <= 256  # type: ignore[operator]
+    return kind in (str, bytes) and len(value) <= 1  # type: ignore[arg-type]
 
 
 def _elements(value: object, limit: int) -> list[tuple[str, object]]:

@@ -162,6 +162,29 @@ def check_store_dir(store_dir: Path, *, create: bool, write: bool = False) -> No
                 raise StorageError(msg)
 
 
+#: One descriptor per database file, kept open for the life of the process:
+#: closing any descriptor of a file drops every POSIX lock this process holds on
+#: it, including SQLite's locks of other open connections (a store in use by a
+#: Store and a running hook in one process would be corrupted by a close).
+_header_fds: dict[str, int] = {}
+
+
+def _header_fd(db_path: Path) -> int:
+    key = str(db_path)
+    fd = _header_fds.get(key)
+    if fd is not None:
+        try:
+            if os.fstat(fd).st_ino == os.stat(db_path).st_ino:
+                return fd
+        except OSError:
+            pass
+        # The file was replaced: the old descriptor belongs to another inode, whose
+        # locks do not matter any more; keep it open anyway (never close).
+    fd = os.open(db_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    _header_fds[key] = fd
+    return fd
+
+
 def read_header_version(db_path: Path) -> int | None:
     """The store's format version, read from the file header without SQLite, so a
     foreign or newer file is refused before anything could touch it; None when the
@@ -170,8 +193,7 @@ def read_header_version(db_path: Path) -> int | None:
     :raises StorageError: the file is not an SQLite database.
     """
     try:
-        with open(db_path, "rb") as handle:
-            head = handle.read(100)
+        head = os.pread(_header_fd(db_path), 100, 0)
     except OSError as exc:
         raise _storage_error(db_path.parent, exc) from exc
     if not head:

@@ -280,11 +280,6 @@ def test_repeated_application_unrolls_without_cycles(shapes):
     assert table.iloc[0][["step_2", "step_1", "step"]].tolist() == calls
 
 
-@pytest.mark.xfail(
-    reason="runtime gap: Provenance.links does not link a list element that is a whole "
-    "earlier output (the ensemble call records no call_links)",
-    strict=True,
-)
 def test_ensemble_over_a_list_of_results_is_one_row(tmp_path_factory):
     project = _run(tmp_path_factory, "ensemble", ENSEMBLE)
     with autopersist.Store(project.store) as store:
