@@ -29,6 +29,7 @@ import builtins
 import contextlib
 import importlib._bootstrap_external as bootstrap_external
 import json
+import marshal
 import os
 import runpy
 import site
@@ -37,9 +38,10 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib.abc import MetaPathFinder
 from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
+from importlib.util import MAGIC_NUMBER, source_hash
 from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
@@ -58,25 +60,51 @@ STARTUP_PTH = "autopersist-startup.pth"
 CHILD_STARTUP_DIR = Path(__file__).resolve().parent.parent / "hooks" / "child-startup"
 
 #: Part of the cached bytecode's name: a new release never reads an old rewrite.
-CACHE_TAG = "autopersist010r1"
+CACHE_TAG = "autopersist010r2"
 
-_original_cache_from_source = bootstrap_external.cache_from_source
+def _cached_code(path: str, data: bytes) -> CodeType | None:
+    """The rewritten code cached for exactly this source, if any.
 
-
-def _tagged_cache_from_source(
-    path: str, debug_override: Any = None, *, optimization: Any = None
-) -> str:
-    return _original_cache_from_source(path, optimization=CACHE_TAG)
-
-
-@contextlib.contextmanager
-def _our_cache_names() -> Iterator[None]:
-    """Make SourceLoader read and write rewritten bytecode under our tag only."""
-    bootstrap_external.cache_from_source = _tagged_cache_from_source  # type: ignore[assignment]
+    The cache is checked by a hash of the source, not by its mtime and size: an
+    edit within the same second that keeps the size (``x * 2`` -> ``x * 3``) must
+    never run a stale rewrite, whose code versions would let stale results be reused.
+    """
     try:
-        yield
-    finally:
-        bootstrap_external.cache_from_source = _original_cache_from_source
+        cache = bootstrap_external.cache_from_source(path, optimization=CACHE_TAG)
+        with open(cache, "rb") as handle:
+            pyc = handle.read()
+    except (OSError, ValueError, NotImplementedError):
+        return None
+    if (
+        len(pyc) < 16
+        or pyc[:4] != MAGIC_NUMBER
+        or int.from_bytes(pyc[4:8], "little") != 0b11  # hash-based, checked
+        or pyc[8:16] != source_hash(data)
+    ):
+        return None
+    try:
+        code = marshal.loads(pyc[16:])
+    except (EOFError, ValueError, TypeError):
+        return None
+    return code if isinstance(code, CodeType) else None
+
+
+def _write_cached_code(path: str, data: bytes, code: CodeType) -> None:
+    if sys.dont_write_bytecode:
+        return
+    try:
+        cache = bootstrap_external.cache_from_source(path, optimization=CACHE_TAG)
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        payload = (
+            MAGIC_NUMBER
+            + (0b11).to_bytes(4, "little")
+            + source_hash(data)
+            + marshal.dumps(code)
+        )
+        # Written under a temporary name and renamed: readers see all or nothing.
+        bootstrap_external._write_atomic(cache, payload, 0o644)  # type: ignore[attr-defined]
+    except (OSError, ValueError, NotImplementedError):
+        pass  # a read-only tree: rewrite again next time
 
 
 def module_identity(path: str, root: Path) -> str:
@@ -332,8 +360,13 @@ class PersistLoader(SourceFileLoader):
         return instrumented_code(data, path, debug=self.session.config.debug)
 
     def get_code(self, fullname: str) -> CodeType | None:
-        with _our_cache_names():
-            return super().get_code(fullname)
+        path = self.get_filename(fullname)
+        data = self.get_data(path)
+        code = _cached_code(path, data)
+        if code is None:
+            code = self.source_to_code(data, path)
+            _write_cached_code(path, data, code)
+        return code
 
     def exec_module(self, module: ModuleType) -> None:
         path = self.get_filename(module.__name__)

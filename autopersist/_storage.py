@@ -469,12 +469,13 @@ class Storage:
             self._buffer.extend(statements)
             if self._flusher is None:
                 self._start_flusher()
-            full = len(self._buffer) > BACKPRESSURE_STATEMENTS
-        if full:
-            # Backpressure: a program producing rows faster than the flush thread
-            # commits them helps commit, so memory stays bounded.
-            self._flush_quietly()
-        return True
+            return True
+
+    def _backpressure(self) -> bool:
+        """True when the buffer is so long that the writing thread should commit it
+        itself (called outside ``_lock``), so memory stays bounded when a program
+        produces rows faster than the flush thread commits them."""
+        return len(self._buffer) > BACKPRESSURE_STATEMENTS
 
     def add_value(
         self, value_id: str, data: bytes, type_name: str, preview: str
@@ -552,7 +553,7 @@ class Storage:
                 self._pending.calls.setdefault((op_id, inputs_id), []).append(
                     (call_id, deps_id, output_id)
                 )
-        if self._each_call:
+        if self._each_call or self._backpressure():
             self._flush_quietly()
 
     def add_use(self, run_id: str, call_id: str, used_at: float) -> None:
@@ -561,7 +562,9 @@ class Storage:
 
     def add_row(self, sql: str, params: tuple[Any, ...]) -> None:
         """Buffer any other statement (functions, versions, uses, run updates)."""
-        if self._append([(sql, params)]) and self._each_call and _is_use(sql):
+        if self._append([(sql, params)]) and (
+            (self._each_call and _is_use(sql)) or self._backpressure()
+        ):
             self._flush_quietly()
 
     def execute_now(self, sql: str, params: tuple[Any, ...]) -> None:
