@@ -385,3 +385,19 @@ def test_unknown_function_is_a_clear_error(pipeline):
     assert result.returncode == 1
     assert "no function named 'nope' in the store" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_same_second_same_size_edit_is_seen(project):
+    """The rewritten-bytecode cache is keyed on the source's hash: an edit that
+    keeps the file's size and mtime second must not run the stale rewrite."""
+    project.write("q.py", "# persist\ndef f(x):\n    return x * 2\nprint(f(2))\n")
+    path = project.root / "q.py"
+    assert project.run("q.py").stdout == "4\n"
+    stat = path.stat()
+    path.write_text(path.read_text().replace("x * 2", "x * 3"))
+    import os
+
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    result = project.run("q.py")
+    assert result.stdout == "6\n"
+    assert result.counts()["computed"] == 1
