@@ -7,7 +7,10 @@ served from the bytecode cache never loads it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import CodeType
 from typing import TYPE_CHECKING
@@ -39,6 +42,31 @@ class Rewritten:
     prefix: str
 
 
+#: libcst walks its trees recursively: a few hundred implicitly concatenated strings
+#: or a long ``a + b + ...`` chain need more than Python's default 1000 frames.
+RECURSION_LIMIT = 20_000
+
+
+@contextlib.contextmanager
+def _recursion_room(path: str) -> Iterator[None]:
+    """Room for libcst's recursion; a tree deeper still is a ``TransformError``."""
+    old = sys.getrecursionlimit()
+    if old < RECURSION_LIMIT:
+        sys.setrecursionlimit(RECURSION_LIMIT)
+    try:
+        yield
+    except RecursionError as exc:
+        msg = (
+            f"{path}: autopersist cannot rewrite this module: its syntax is nested too "
+            "deeply for the rewriter; run it with AUTOPERSIST_DISABLE=1 or remove the "
+            "'# persist' marker, and report the module."
+        )
+        raise TransformError(msg) from exc
+    finally:
+        if old < RECURSION_LIMIT and sys.getrecursionlimit() == RECURSION_LIMIT:
+            sys.setrecursionlimit(old)
+
+
 def module_prefix(source: str, path: str) -> str:
     """Makes runtime keys unique per module within a process, and deterministic, so
     that the rewritten bytecode can be cached."""
@@ -66,20 +94,23 @@ def rewrite_source(
 
     :raises TransformError: the source has a syntax error or cannot be instrumented.
     """
+    with _recursion_room(path):
+        return _rewrite_source(source, path, make_ops)
+
+
+def _rewrite_source(source: str, path: str, make_ops: bool) -> Rewritten:
     import libcst as cst
     from libcst.metadata import MetadataWrapper
 
-    from autopersist._names import MARK_NAME
     from autopersist._transform._analysis import GatherEntriesVisitor
     from autopersist._transform._instrument import (
         InstrumentModuleTransformer,
+        is_rewritten,
         register_call,
     )
     from autopersist._transform._normalize import call_version_of, versions_of_parsed
 
     prefix = module_prefix(source, path)
-    if f"{MARK_NAME}(" in source:
-        return Rewritten(source, (), prefix)
     error = _syntax_error(source, path)
     if error is not None:
         raise error
@@ -92,7 +123,9 @@ def rewrite_source(
             "'# persist' marker, and report the line."
         )
         raise TransformError(msg) from exc
-    gather = GatherEntriesVisitor(source.splitlines())
+    if is_rewritten(wrapper.module):
+        return Rewritten(source, (), prefix)
+    gather = GatherEntriesVisitor()
     wrapper.visit(gather)
     entries = gather.entries
     for entry in entries:
@@ -129,7 +162,8 @@ def compile_rewritten(text: str, filename: str) -> CodeType:
     """Compile rewritten text keeping the original line numbers."""
     from autopersist._transform._compile import compile_rewritten as _compile
 
-    return _compile(text, filename)
+    with _recursion_room(filename):  # compiling a syntax tree object recurses too
+        return _compile(text, filename)
 
 
 @dataclass(frozen=True)
@@ -148,6 +182,11 @@ def definitions_of_module(source: str) -> dict[str, Definition]:
 
     :raises TransformError: the source cannot be parsed.
     """
+    with _recursion_room("<source>"):
+        return _definitions_of_module(source)
+
+
+def _definitions_of_module(source: str) -> dict[str, Definition]:
     import libcst as cst
 
     from autopersist._transform._normalize import (
@@ -176,4 +215,5 @@ def versions_of_module(source: str) -> dict[str, str]:
     """``{qualname: version}`` for the functions, classes and methods of ``source``."""
     from autopersist._transform._normalize import versions_of_module as _versions
 
-    return _versions(source)
+    with _recursion_room("<source>"):
+        return _versions(source)

@@ -102,10 +102,9 @@ class GatherEntriesVisitor(cst.CSTVisitor):
         PositionProvider,
     )
 
-    def __init__(self, source_lines: list[str]) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.entries: list[Entry] = []
-        self._source_lines = source_lines
         self._class_stack: list[Entry] = []
         self._function_depth = 0
 
@@ -165,13 +164,13 @@ class GatherEntriesVisitor(cst.CSTVisitor):
     # -- facts -------------------------------------------------------------------
 
     def _def_line_options(self, node: cst.FunctionDef) -> dict[str, object]:
-        """Options of a ``# persist:`` comment on the lines of the ``def`` header."""
-        start = self.get_metadata(PositionProvider, node.name).start.line
-        body_start = self.get_metadata(PositionProvider, node.body).start.line
-        for line in self._source_lines[start - 1 : body_start]:
-            at = line.find("# persist:")
+        """Options of a ``# persist:`` comment in the ``def`` header (the ``def`` line,
+        or any line of a parameter list spread over several lines); text inside a
+        string literal (``def f(x="# persist: skip")``) is not a comment."""
+        for comment in _header_comments(node):
+            at = comment.find("# persist:")
             if at >= 0:
-                return parse_directive(line[at:])
+                return parse_directive(comment[at:])
         return {}
 
     def _not_op_reason(self, node: cst.FunctionDef, options: dict[str, object]) -> str:
@@ -255,6 +254,36 @@ class GatherEntriesVisitor(cst.CSTVisitor):
             if isinstance(parent, cst.AugAssign) and parent.target is outer:
                 stored = True
         return tuple(chain), stored
+
+
+def _header_comments(func: cst.FunctionDef) -> list[str]:
+    """The comments of a ``def`` header, in order: not those above it, on its
+    decorators, or in its body (a one-line body's trailing comment counts: it is on
+    the ``def`` line)."""
+    skip: set[int] = {
+        id(n) for n in (*func.leading_lines, *func.lines_after_decorators)
+    }
+    skip.update(id(d) for d in func.decorators)
+    body = func.body
+    skip.update(id(statement) for statement in body.body)
+    if isinstance(body, cst.IndentedBlock):
+        skip.update(id(line) for line in body.footer)
+    collector = _CommentCollector(skip)
+    func.visit(collector)
+    return collector.comments
+
+
+class _CommentCollector(cst.CSTVisitor):
+    def __init__(self, skip: set[int]) -> None:
+        self.skip = skip
+        self.comments: list[str] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if id(node) in self.skip:
+            return False
+        if isinstance(node, cst.Comment):
+            self.comments.append(node.value)
+        return True
 
 
 class _NodesInside(cst.CSTVisitor):

@@ -1,44 +1,208 @@
 """Compile rewritten source so that every original line keeps its number.
 
-The rewriter inserts whole lines (each ending with ``INSERTED_COMMENT``). Before
-compiling, the positions in the syntax tree are mapped back: an original line gets
-its original number, an inserted line the number of the original line after it
-(so an op decorator reports the ``def`` line). Columns on original lines are
-untouched, so tracebacks show the user's own lines with correct carets.
+The rewriter inserts code in two ways. Usually as whole lines, each ending with
+``INSERTED_COMMENT``; and, where a line of its own would change the meaning, into an
+existing line (``def f(): __autopersist_mark__(...); return 1``, or after a docstring
+that shares its line with code). Before compiling, the positions in the syntax tree
+are mapped back to the original source:
+
+* inserted lines are taken out of the numbering, so every original line gets its
+  original number;
+* on a line that received inserted code, the columns of the code after it move back
+  by its width, so tracebacks show the user's carets where the user's code is;
+* inserted code takes the position of the statement it precedes (a mark: the first
+  statement of the body; an op decorator: the ``def``; the register call: the first
+  statement after the module header), so it never adds a line of its own to the
+  line table that tracers, debuggers and coverage see;
+* a mark that ends a body (a function whose body is only its docstring) takes the
+  position of the ``def`` line, where Python puts that function's implicit
+  ``return None``, and the end positions of the function and of the blocks around it
+  are those of the docstring again.
+
+Which lines count as lines is Python's rule (``\\n``, ``\\r\\n``, ``\\r``), not
+``str.splitlines``, which would also split at form feeds and Unicode separators.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from types import CodeType
 
+from autopersist._names import MARK_NAME, RUNTIME_NAME
 from autopersist._transform._instrument import INSERTED_COMMENT
 
+_NEWLINE = re.compile(r"\r\n|\r|\n")
 
-def line_map(text: str) -> list[int]:
-    """``result[n]`` is the original line number of rewritten line ``n`` (1-based)."""
-    mapping = [0]
-    inserted = 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.rstrip().endswith(INSERTED_COMMENT):
-            inserted += 1
-            mapping.append(number - inserted + 1)
-        else:
-            mapping.append(number - inserted)
-    mapping.append(mapping[-1] + 1)  # a position just past the last line
-    return mapping
+#: A (line, column) position, as in ``ast`` nodes (1-based line, UTF-8 byte column).
+Position = tuple[int, int]
+
+
+def python_lines(text: str) -> list[str]:
+    """The lines of ``text`` as Python's tokenizer counts them."""
+    lines = _NEWLINE.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def compile_rewritten(text: str, filename: str) -> CodeType:
     """Compile rewritten source with the line numbers of the original source."""
+    return compile(rewritten_tree(text, filename), filename, "exec", dont_inherit=True)
+
+
+def _is_register(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Call)
+        and isinstance(node.value.func, ast.Attribute)
+        and isinstance(node.value.func.value, ast.Name)
+        and node.value.func.value.id == RUNTIME_NAME
+        and node.value.func.attr == "register"
+    )
+
+
+def _is_mark(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Call)
+        and isinstance(node.value.func, ast.Name)
+        and node.value.func.id == MARK_NAME
+    )
+
+
+def _is_op_decorator(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == RUNTIME_NAME
+        and node.func.attr == "op"
+    )
+
+
+class _Plan:
+    """What to change in the tree, in the coordinates of the rewritten text."""
+
+    def __init__(self) -> None:
+        #: Rewritten line numbers of whole inserted lines.
+        self.inserted_lines: set[int] = set()
+        #: line -> (first column after the inserted code, width of the inserted code)
+        self.shifts: dict[int, tuple[int, int]] = {}
+        #: end position of a trailing mark -> end position of the code before it
+        self.ends: dict[Position, Position] = {}
+        #: id of an inserted node -> the position it takes (zero width)
+        self.places: dict[int, Position] = {}
+
+
+def _place(plan: _Plan, node: ast.AST, at: Position) -> None:
+    for sub in ast.walk(node):
+        plan.places[id(sub)] = at
+
+
+def _plan(tree: ast.Module, lines: list[str]) -> _Plan:
+    plan = _Plan()
+
+    def own_line(node: ast.AST) -> bool:
+        number = getattr(node, "lineno", 0)
+        return (
+            0 < number <= len(lines)
+            and lines[number - 1].rstrip().endswith(INSERTED_COMMENT)
+            and getattr(node, "end_lineno", None) == number
+        )
+
+    def statement(body: list[ast.stmt], index: int, fallback: Position) -> None:
+        node = body[index]
+        following = body[index + 1] if index + 1 < len(body) else None
+        if own_line(node):
+            plan.inserted_lines.add(node.lineno)
+        elif following is not None and following.lineno == node.end_lineno:
+            # inserted into a line: the code after it moves back by its width
+            width = following.col_offset - node.col_offset
+            plan.shifts[node.lineno] = (following.col_offset, width)
+            _place(plan, node, (node.lineno, node.col_offset))
+            return
+        if following is not None:
+            _place(plan, node, (following.lineno, following.col_offset))
+            return
+        # the last statement of its body: the end positions of the blocks around it
+        # are those of the statement before it
+        if index > 0:
+            before = body[index - 1]
+            end = (before.end_lineno or before.lineno, before.end_col_offset or 0)
+            plan.ends[(node.end_lineno or node.lineno, node.end_col_offset or 0)] = end
+        _place(plan, node, fallback)
+
+    for index, node in enumerate(tree.body):
+        if _is_register(node):
+            before = tree.body[index - 1] if index else None
+            fallback = (before.lineno, before.col_offset) if before else (1, 0)
+            statement(tree.body, index, fallback)
+            break
+    for func in ast.walk(tree):
+        if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for index, node in enumerate(func.body[:3]):
+            if _is_mark(node):
+                statement(func.body, index, (func.lineno, func.col_offset))
+                break
+        for decorator in func.decorator_list:
+            if _is_op_decorator(decorator):
+                if own_line(decorator):
+                    plan.inserted_lines.add(decorator.lineno)
+                _place(plan, decorator, (func.lineno, func.col_offset))
+    return plan
+
+
+def _line_map(plan: _Plan, count: int) -> list[int]:
+    """``result[n]``: the original number of rewritten line ``n`` (1-based); an
+    inserted line gets the number of the original line after it."""
+    mapping = [0] * (count + 2)
+    removed = 0
+    for number in range(1, count + 2):
+        if number in plan.inserted_lines:
+            removed += 1
+            mapping[number] = number - removed + 1
+        else:
+            mapping[number] = number - removed
+    return mapping
+
+
+def rewritten_tree(text: str, filename: str) -> ast.Module:
+    """The syntax tree of rewritten source, with the positions of the original."""
     tree = ast.parse(text, filename=filename)
-    mapping = line_map(text)
+    lines = python_lines(text)
+    plan = _plan(tree, lines)
+    mapping = _line_map(plan, len(lines))
     last = len(mapping) - 1
+    shifts, ends, places = plan.shifts, plan.ends, plan.places
     for node in ast.walk(tree):
         lineno = getattr(node, "lineno", None)
-        if lineno is not None:
-            node.lineno = mapping[min(lineno, last)]  # type: ignore[attr-defined]
-            end = getattr(node, "end_lineno", None)
-            if end is not None:
-                node.end_lineno = mapping[min(end, last)]  # type: ignore[attr-defined]
-    return compile(tree, filename, "exec", dont_inherit=True)
+        if lineno is None:
+            continue
+        end_lineno = getattr(node, "end_lineno", None)
+        col = getattr(node, "col_offset", None)
+        end_col = getattr(node, "end_col_offset", None)
+        place = places.get(id(node))
+        if place is not None:
+            lineno, col = place
+            end_lineno, end_col = place
+        else:
+            shift = shifts.get(lineno)
+            if shift is not None and col is not None and col >= shift[0]:
+                col -= shift[1]
+            if end_lineno is not None and end_col is not None:
+                replaced = ends.get((end_lineno, end_col))
+                if replaced is not None:
+                    end_lineno, end_col = replaced
+                shift = shifts.get(end_lineno)
+                if shift is not None and end_col > shift[0] - shift[1]:
+                    end_col -= shift[1]
+        node.lineno = mapping[min(lineno, last)]  # type: ignore[attr-defined]
+        if col is not None:
+            node.col_offset = col  # type: ignore[attr-defined]
+        if end_lineno is not None:
+            node.end_lineno = mapping[min(end_lineno, last)]  # type: ignore[attr-defined]
+        if end_col is not None:
+            node.end_col_offset = end_col  # type: ignore[attr-defined]
+    return tree

@@ -2,7 +2,17 @@
 
 Three kinds of code are inserted, each on a line of its own that ends with
 ``INSERTED_COMMENT`` (``_compile`` maps those lines back so that every original line
-keeps its number):
+keeps its number), except where a line of its own would change what the code means;
+then the code joins an existing line, after a ``;`` (``_compile`` moves the columns
+of what follows back):
+
+* ``def f(x): return x``: the mark joins the one-line body;
+* ``"doc"; return x``: a docstring sharing its line with code (a line of its own
+  before it would take the docstring's place, one after it would run too late);
+* ``"doc"; from __future__ import annotations; import x``: the register call goes
+  after the module's header statements, on their line.
+
+The inserted code:
 
 * at the top of the module, after the docstring and ``__future__`` imports, one
   ``__autopersist__.register(prefix, table)`` call carrying the facts of every entry;
@@ -19,12 +29,13 @@ function and resolved by the runtime when the call ends.
 from __future__ import annotations
 
 import libcst as cst
+from libcst import matchers as m
 
 from autopersist._names import MARK_NAME, RUNTIME_NAME
 from autopersist._transform._analysis import Entry
 
-#: Ends every inserted line. Unusual on purpose: a user line ending with it would be
-#: taken for an inserted line.
+#: Ends every inserted line. ``_compile`` takes a line for inserted only when it also
+#: holds inserted code (a string line ending with this text stays a user line).
 INSERTED_COMMENT = "# __autopersist__ inserted"
 
 _INSERTED_WHITESPACE = cst.TrailingWhitespace(
@@ -32,14 +43,32 @@ _INSERTED_WHITESPACE = cst.TrailingWhitespace(
 )
 
 
-def _is_docstring(statement: cst.CSTNode) -> bool:
-    if isinstance(statement, cst.SimpleStatementLine):
-        if len(statement.body) != 1:
+def _is_docstring_expr(node: cst.CSTNode) -> bool:
+    """Python's rule: an expression statement that is a plain string literal
+    (implicit concatenation and parentheses allowed; bytes and f-strings are not)."""
+    if not isinstance(node, cst.Expr):
+        return False
+    value: cst.BaseExpression = node.value
+    pending = [value]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, cst.ConcatenatedString):
+            pending += [value.left, value.right]
+        elif not isinstance(value, cst.SimpleString) or "b" in value.prefix.lower():
             return False
-        statement = statement.body[0]
-    return isinstance(statement, cst.Expr) and isinstance(
-        statement.value, (cst.SimpleString, cst.ConcatenatedString)
-    )
+    return True
+
+
+def _docstring_line(statement: cst.CSTNode | None) -> cst.SimpleStatementLine | None:
+    """The statement, if it is a line whose first small statement is a docstring
+    (``"doc"; x = 1`` too)."""
+    if (
+        isinstance(statement, cst.SimpleStatementLine)
+        and statement.body
+        and _is_docstring_expr(statement.body[0])
+    ):
+        return statement
+    return None
 
 
 def _mark_call(key: str) -> cst.Expr:
@@ -84,18 +113,27 @@ class InstrumentModuleTransformer(cst.CSTTransformer):
         body = updated_node.body
         if isinstance(body, cst.IndentedBlock):
             statements = list(body.body)
-            at = 1 if statements and _is_docstring(statements[0]) else 0
-            statements.insert(
-                at,
-                cst.SimpleStatementLine(
-                    [mark], trailing_whitespace=_INSERTED_WHITESPACE
-                ),
-            )
+            line = _docstring_line(statements[0] if statements else None)
+            if line is not None and len(line.body) > 1:
+                # '"doc"; x = 1': a line of its own would run after "x = 1", so the
+                # mark joins the line after the docstring (_compile moves the
+                # columns back).
+                statements[0] = line.with_changes(
+                    body=[line.body[0], mark, *line.body[1:]]
+                )
+            else:
+                at = 1 if line is not None else 0
+                statements.insert(
+                    at,
+                    cst.SimpleStatementLine(
+                        [mark], trailing_whitespace=_INSERTED_WHITESPACE
+                    ),
+                )
             body = body.with_changes(body=statements)
         else:
             # "def f(x): return x": the mark joins the same line, nothing is inserted.
             small = list(body.body)
-            at = 1 if small and _is_docstring(small[0]) else 0
+            at = 1 if small and _is_docstring_expr(small[0]) else 0
             small.insert(at, mark)
             body = body.with_changes(body=small)
         updated_node = updated_node.with_changes(body=body)
@@ -108,12 +146,30 @@ class InstrumentModuleTransformer(cst.CSTTransformer):
     def leave_Module(
         self, original_node: cst.Module, updated_node: cst.Module
     ) -> cst.Module:
+        """The register call goes first after the docstring and ``__future__``
+        imports: on a line of its own, or, when the header shares a line with
+        other code (``"doc"; import x``), into that line."""
         statements = list(updated_node.body)
         at = 0
-        if statements and _is_docstring(statements[0]):
-            at = 1
-        while at < len(statements) and _is_future_import(statements[at]):
-            at += 1
+        while at < len(statements):
+            statement = statements[at]
+            if not isinstance(statement, cst.SimpleStatementLine):
+                break
+            small = list(statement.body)
+            header = 0
+            while header < len(small) and (
+                (at == 0 and header == 0 and _is_docstring_expr(small[0]))
+                or _is_future_import(small[header])
+            ):
+                header += 1
+            if header == len(small):
+                at += 1  # the whole line is header: look at the next one
+                continue
+            if header:
+                small.insert(header, self._register)
+                statements[at] = statement.with_changes(body=small)
+                return updated_node.with_changes(body=statements)
+            break
         statements.insert(
             at,
             cst.SimpleStatementLine(
@@ -123,14 +179,34 @@ class InstrumentModuleTransformer(cst.CSTTransformer):
         return updated_node.with_changes(body=statements)
 
 
-def _is_future_import(statement: cst.BaseStatement) -> bool:
+def _is_future_import(statement: cst.BaseSmallStatement) -> bool:
     return (
-        isinstance(statement, cst.SimpleStatementLine)
-        and len(statement.body) == 1
-        and isinstance(statement.body[0], cst.ImportFrom)
-        and isinstance(statement.body[0].module, cst.Name)
-        and statement.body[0].module.value == "__future__"
+        isinstance(statement, cst.ImportFrom)
+        and isinstance(statement.module, cst.Name)
+        and statement.module.value == "__future__"
+        and not statement.relative
     )
+
+
+def is_rewritten(module: cst.Module) -> bool:
+    """Does ``module`` already hold the register call where the rewrite puts it
+    (first after the docstring and ``__future__`` imports)? Decided on the syntax
+    tree: the same text inside a string literal does not count."""
+    for index, statement in enumerate(module.body):
+        if not isinstance(statement, cst.SimpleStatementLine):
+            return False
+        for position, small in enumerate(statement.body):
+            if (index == 0 and position == 0 and _is_docstring_expr(small)) or (
+                _is_future_import(small)
+            ):
+                continue
+            return m.matches(
+                small,
+                m.Expr(
+                    m.Call(func=m.Attribute(m.Name(RUNTIME_NAME), m.Name("register")))
+                ),
+            )
+    return False
 
 
 def register_call(
