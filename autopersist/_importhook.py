@@ -60,7 +60,7 @@ STARTUP_PTH = "autopersist-startup.pth"
 CHILD_STARTUP_DIR = Path(__file__).resolve().parent.parent / "hooks" / "child-startup"
 
 #: Part of the cached bytecode's name: a new release never reads an old rewrite.
-CACHE_TAG = "autopersist010r2"
+CACHE_TAG = "autopersist010r3"
 
 def _cached_code(path: str, data: bytes) -> CodeType | None:
     """The rewritten code cached for exactly this source, if any.
