@@ -39,7 +39,7 @@ from autopersist._storage import (
     DB_NAME,
     _storage_error,
     check_schema_version,
-    check_store_dir,
+    existing_db_path,
 )
 from autopersist.errors import QueryError, StorageError
 
@@ -1057,24 +1057,15 @@ def _open_reader(store_dir: Path) -> Any:
     cannot write (``PRAGMA query_only``); ``mode=ro`` only when a normal open fails
     (a read-only directory).
 
-    Opened with ``sqlite3`` alone, never by reading the file with ``open()`` (as
-    ``open_query_database`` does to check the header): closing any descriptor of
-    the database file drops the POSIX locks of every SQLite connection of this
-    process, and a run finishing meanwhile can then reset the WAL under them,
-    which corrupts the store.
+    Opened with ``sqlite3`` alone: closing any other descriptor of the database
+    file would drop the POSIX locks of every SQLite connection of this process
+    (``_storage._header_fd`` keeps its descriptor open for that reason).
 
     :raises StorageError: no store there, not a store, or a newer format.
     """
     import sqlite3
 
-    check_store_dir(store_dir, create=False)
-    db_path = store_dir / DB_NAME
-    if not db_path.exists():
-        msg = (
-            f"no autopersist store at {store_dir}; run a script with 'autopersist run' "
-            "first, or pass --store with the right directory."
-        )
-        raise StorageError(msg)
+    db_path = existing_db_path(store_dir)
     for readonly in (False, True):
         try:
             conn = _connect(db_path, readonly=readonly)

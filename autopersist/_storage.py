@@ -854,10 +854,10 @@ def _problems(conn: sqlite3.Connection, store_dir: Path) -> list[str]:
     return problems
 
 
-def open_query_database(store_dir: Path, *, write: bool = False) -> Any:
-    """A ``sqlite_utils.Database`` on the store, for queries (``write`` for forget/gc).
+def existing_db_path(store_dir: Path) -> Path:
+    """The database file of an existing store.
 
-    :raises StorageError: no store there, not a store, or a newer format.
+    :raises StorageError: no store there (or the path cannot hold one).
     """
     check_store_dir(store_dir, create=False)
     db_path = store_dir / DB_NAME
@@ -867,6 +867,15 @@ def open_query_database(store_dir: Path, *, write: bool = False) -> Any:
             "first, or pass --store with the right directory."
         )
         raise StorageError(msg)
+    return db_path
+
+
+def open_query_database(store_dir: Path, *, write: bool = False) -> Any:
+    """A ``sqlite_utils.Database`` on the store, for queries (``write`` for forget/gc).
+
+    :raises StorageError: no store there, not a store, or a newer format.
+    """
+    db_path = existing_db_path(store_dir)
     found = read_header_version(db_path)
     if found is not None:
         _refuse_newer(found, store_dir)
