@@ -313,10 +313,7 @@ class Storage:
                 _refuse_newer(found, store_dir)
         try:
             self._write = _connect(self.db_path)
-            # Check the format before anything writes: a newer store stays untouched.
-            if check_schema_version(self._write, store_dir) < SCHEMA_VERSION:
-                self._write.execute("PRAGMA journal_mode = WAL")
-                create_schema(self._write, store_dir)
+            _prepare_new_store(self._write, store_dir)
             missing = _missing_tables(self._write)
             self._write.execute("PRAGMA synchronous = NORMAL")
             self._read = _connect(self.db_path)
@@ -714,6 +711,27 @@ class Storage:
             self._read = _connect(self.db_path)
         except sqlite3.Error as exc:
             self._fail(_storage_error(self.store_dir, exc), dropping=True)
+
+
+def _prepare_new_store(conn: sqlite3.Connection, store_dir: Path) -> None:
+    """Switch a new store to WAL and create its tables; checks the format first, so
+    a newer store stays untouched.
+
+    Several processes may create one store at the same moment; switching the
+    journal mode can answer "database is locked" at once instead of waiting, so
+    that step is retried for a while (the winner's schema is then found in place).
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if check_schema_version(conn, store_dir) < SCHEMA_VERSION:
+                conn.execute("PRAGMA journal_mode = WAL")
+                create_schema(conn, store_dir)
+            return
+        except (sqlite3.OperationalError, StorageError) as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _is_use(sql: str) -> bool:
