@@ -47,6 +47,7 @@ from autopersist._hashing import (
     is_immutable,
     set_function_resolver,
 )
+from autopersist._source_lines import python_lines
 from autopersist._storage import Storage
 from autopersist.errors import (
     AutopersistError,
@@ -290,13 +291,27 @@ class Runtime:
             self.by_func_id[info.func_id] = info
 
     def _record_versions(self, state: ModuleState) -> None:
-        """Store each function's identity and the source of its current version."""
-        try:
-            lines = Path(state.path).read_text(encoding="utf-8").splitlines()
-        except OSError:
-            lines = []
+        """Store each function's identity and current version (with its source), and
+        mark the versions as seen by this run.
+
+        A version already stored costs one shared ``UPDATE`` of ``last_seen``; the
+        file is read (for the source) only when some version is new, so importing a
+        module that did not change writes almost nothing.
+        """
+        known = self.storage.known_versions(state.name)
         now = time.time()
+        seen_again: list[tuple[str, str]] = []
+        lines: list[str] | None = None
         for info in state.entries:
+            if (info.func_id, info.version) in known:
+                seen_again.append((info.func_id, info.version))
+                continue
+            if lines is None:
+                try:
+                    text = Path(state.path).read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
+                    text = ""
+                lines = python_lines(text)
             source = "\n".join(lines[info.first_line - 1 : info.last_line])
             self.storage.add_row(
                 "INSERT OR IGNORE INTO functions VALUES (?, ?, ?, ?, ?)",
@@ -317,6 +332,7 @@ class Runtime:
                     info.call_version,
                 ),
             )
+        self.storage.mark_versions_seen(seen_again, now, self.run_id)
 
     # -- op calls ------------------------------------------------------------------
 

@@ -57,6 +57,8 @@ BACKPRESSURE_STATEMENTS = 50_000
 BUSY_TIMEOUT_MS = 120_000
 #: While commits fail (full disk), keep at most this many statements to retry.
 MAX_RETRY_STATEMENTS = 200_000
+#: Row values per ``IN (VALUES ...)`` statement (SQLite allows 32,766 parameters).
+_ROW_VALUES_PER_STATEMENT = 500
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _INSERT_VALUE = "INSERT OR IGNORE INTO value_rows VALUES (?, ?, ?, ?, ?, ?)"
@@ -427,6 +429,31 @@ class Storage:
             msg = f"the blob file {path} has {len(data)} bytes, expected {size}."
             raise StorageError(msg)
         return data
+
+    def known_versions(self, module: str) -> set[tuple[str, str]]:
+        """``(func_id, version_id)`` stored for the functions of ``module``."""
+        # func_ids are "module:qualname": the range [module + ":", module + ";")
+        # holds exactly this module's, and the primary key serves it.
+        rows = self._query(
+            "SELECT func_id, version_id FROM versions WHERE func_id >= ? "
+            "AND func_id < ?",
+            (module + ":", module + ";"),
+        )
+        return {(func_id, version) for func_id, version in rows}
+
+    def mark_versions_seen(
+        self, versions: list[tuple[str, str]], now: float, run_id: str
+    ) -> None:
+        """Buffer one statement setting ``last_seen`` of stored ``versions``."""
+        for start in range(0, len(versions), _ROW_VALUES_PER_STATEMENT):
+            chunk = versions[start : start + _ROW_VALUES_PER_STATEMENT]
+            placeholders = ", ".join(["(?, ?)"] * len(chunk))
+            params = [now, run_id, *(part for pair in chunk for part in pair)]
+            self.add_row(
+                "UPDATE versions SET last_seen = ?, last_run_id = ? "
+                f"WHERE (func_id, version_id) IN (VALUES {placeholders})",
+                tuple(params),
+            )
 
     def accepted_rows(self) -> list[tuple[str, str, str, str | None]]:
         """``(func_id, old_version, new_version, new_params_json)`` declared

@@ -401,3 +401,32 @@ def test_same_second_same_size_edit_is_seen(project):
     result = project.run("q.py")
     assert result.stdout == "6\n"
     assert result.counts()["computed"] == 1
+
+
+def test_rerun_marks_stored_versions_seen_without_rewriting_them(project):
+    """A module that did not change stores no new version rows: its versions only
+    get this run as ``last_seen``; after a revert the old version is current again."""
+    project.write("v.py", "# persist\ndef f(x):\n    return x * 2\nprint(f(2))\n")
+    project.run("v.py")
+
+    def rows():
+        with project.db() as db:
+            return db.execute(
+                "SELECT version_id, source, first_seen, last_seen, last_run_id "
+                "FROM versions WHERE func_id = 'v:f' ORDER BY first_seen"
+            ).fetchall()
+
+    (first,) = rows()
+    assert first[1] == "def f(x):\n    return x * 2"
+    project.run("v.py")
+    (again,) = rows()
+    assert again[:3] == first[:3]  # same version, source and first sighting
+    assert again[3] > first[3] and again[4] != first[4]
+    project.edit("v.py", "x * 2", "x * 3")
+    project.run("v.py")
+    project.edit("v.py", "x * 3", "x * 2")
+    project.run("v.py")
+    old, new = rows()
+    assert old[0] == first[0] and old[3] > new[3]  # the reverted-to one is current
+    versions = project.cli("versions", "v:f")
+    assert versions.stdout.startswith("v:f: 2 version(s)")
