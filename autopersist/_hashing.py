@@ -10,8 +10,35 @@ The common small values (None, bool, int, float, complex, str, bytes, containers
 them) are encoded by hand, because the runtime hashes every argument of every call
 and this has to cost about a microsecond. numpy and pandas are never imported here:
 their types are recognised by ``type(obj).__module__`` and looked up in
-``sys.modules``, which only holds them if the user's program imported them already.
-Everything else goes to ``joblib.hash`` (imported on first use).
+``sys.modules``, which only holds them if the user's program imported them already
+(a half-imported one is ignored).
+
+Hashing must not change what the program does, and the runtime hashes a mutable
+argument twice (before the call and after it, to see in-place changes). So nothing
+is read from an instance that its type can answer (class attributes are read from
+``type`` and the MRO's class dicts, never through ``getattr`` on the value, so no
+property or ``__getattr__`` runs), and an instance of a *plain* class - one that
+does not customize pickling anywhere in its MRO but ``object`` (``__reduce__``,
+``__reduce_ex__``, ``__getstate__``, ``__getnewargs(_ex)__``, a copyreg reducer)
+and keeps its state in ``__dict__`` and ``__slots__`` only - is encoded by walking
+that state through the slot and dict descriptors: module and qualname of its class,
+then its dict and slot values. Such a class must be reachable by that name (a class
+defined in a function, or replaced by a later definition, is another class of the
+same name: it is refused, as pickling refuses it). An instance met again inside its
+own state (a parent pointer) is a back reference, like a recursive closure;
+containers that contain themselves are refused. Dataclasses are plain; classes that
+customize pickling (namedtuples, enums, exceptions, most library types) are hashed by
+pickling their state with ``joblib.hash`` (imported on first use), so their custom
+``__reduce__``/``__getstate__`` runs: the state they choose is their identity.
+
+A value's hash includes what a program can tell apart by looking at it: a function's
+``__module__``, ``__qualname__`` and ``__name__`` (and the names of the code objects
+it contains), besides its code (or the resolver's version), defaults and closure; an
+exception's frames (file, function, line, instruction offset of each traceback
+entry), ``__cause__``, ``__context__`` and ``__suppress_context__``, besides its
+pickled type, args and attributes (rather than refusing raised exceptions: a call
+handed the same failure from the same place is still reused). A function's line
+numbers are left out on purpose: code versions ignore formatting too.
 
 Changing any encoding below changes the hash of existing values and so invalidates
 every stored call of every user: the digests pinned in ``tests/test_hashing.py``
@@ -21,6 +48,7 @@ guard against doing so by accident.
 from __future__ import annotations
 
 import _thread
+import copyreg
 import io
 import struct
 import sys
@@ -83,6 +111,10 @@ _T_METHOD = b"M"
 _T_BUILTIN = b"B"
 _T_PARTIAL = b"p"
 _T_CLASS = b"K"
+_T_OBJECT = b"O"  # module + qualname + instance dict + slot values (plain classes)
+_T_OBJECT_BACKREF = b"o"  # an instance met again inside its own state
+_T_UNSET = b"U"  # a slot that holds no value
+_T_EXCEPTION = b"X"  # pickled exception + traceback frames + cause + context
 _T_FALLBACK = b"J"  # type name + joblib.hash
 
 _DOMAIN_BYTES = b"\x01"
@@ -132,6 +164,15 @@ def content_hash(obj: object) -> str:
         raise HashingError(
             f"cannot hash a value of type {_type_name(type(obj))!r}: "
             "it is nested too deeply to encode"
+        ) from exc
+    except HashingError:
+        raise
+    except Exception as exc:
+        # A value whose parts misbehave (a half-imported library, an attribute of
+        # an unexpected type): the call runs unmemoized, never crashes on hashing.
+        raise HashingError(
+            f"cannot hash a value of type {_type_name(type(obj))!r}: "
+            f"reading it failed ({type(exc).__name__}: {_exc_summary(exc)})"
         ) from exc
     return sha256(buf).hexdigest()[:_HEX_LEN]
 
@@ -381,11 +422,40 @@ def _enc_name(buf: bytearray, tag: bytes, name: str) -> None:
     buf += b
 
 
+# Attributes of classes read through ``type``'s own descriptors: a metaclass or a
+# class body cannot put a property (user code) in the way of these reads.
+_type_dict: Callable[[type], Any] = type.__dict__["__dict__"].__get__
+_type_mro: Callable[[type], tuple[type, ...]] = type.__dict__["__mro__"].__get__
+_type_qualname: Callable[[type], str] = type.__dict__["__qualname__"].__get__
+_type_module_attr: Callable[[type], Any] = type.__dict__["__module__"].__get__
+_type_name_attr: Callable[[type], str] = type.__dict__["__name__"].__get__
+_type_basicsize: Callable[[type], int] = type.__dict__["__basicsize__"].__get__
+_type_itemsize: Callable[[type], int] = type.__dict__["__itemsize__"].__get__
+_type_dictoffset: Callable[[type], int] = type.__dict__["__dictoffset__"].__get__
+_type_weakrefoffset: Callable[[type], int] = type.__dict__["__weakrefoffset__"].__get__
+_module_dict: Callable[[types.ModuleType], dict[str, Any]] = vars(types.ModuleType)[
+    "__dict__"
+].__get__
+
+
+def _type_module(t: type) -> str | None:
+    """``t.__module__`` when it is a str (it can be anything), else None."""
+    try:
+        module = _type_module_attr(t)
+    except Exception:
+        return None
+    return module if type(module) is str else None
+
+
 def _type_name(t: type) -> str:
-    module = getattr(t, "__module__", None)
-    qualname = getattr(t, "__qualname__", None) or getattr(t, "__name__", "?")
+    """``module.qualname`` of a class for messages; never raises, runs no user code."""
+    try:
+        qualname = _type_qualname(t)
+    except Exception:
+        qualname = "?"
+    module = _type_module(t)
     if not module or module == "builtins":
-        return str(qualname)
+        return qualname
     return f"{module}.{qualname}"
 
 
@@ -438,8 +508,9 @@ def _code_digest(code: types.CodeType) -> bytes:
             len(code.co_cellvars),
         )
     )
-    # Parameter names matter (keyword calls); other local names, line numbers, the
-    # file name and the function's own name do not.
+    # Parameter names matter (keyword calls), and so do the code's names (a nested
+    # def gives them to the function it makes, where a program can read them);
+    # other local names, line numbers and the file name do not.
     nparams = (
         code.co_argcount
         + code.co_kwonlyargcount
@@ -447,6 +518,8 @@ def _code_digest(code: types.CodeType) -> bytes:
         + bool(flags & _CO_VARKEYWORDS)
     )
     _enc(code.co_varnames[:nparams], sub, 0)
+    _enc_name(sub, _T_STR, code.co_name)
+    _enc_name(sub, _T_STR, code.co_qualname)
     _blob(sub, _T_BYTES, _T_BYTES_LARGE, code.co_code)
     _blob(sub, _T_BYTES, _T_BYTES_LARGE, getattr(code, "co_exceptiontable", b""))
     _enc(code.co_names, sub, 0)
@@ -487,6 +560,12 @@ def _enc_function(fn: types.FunctionType, buf: bytearray, depth: int) -> None:
     depth += 1
     stack.append(fn)
     try:
+        # The names are part of the value: a program can read them (``__name__``
+        # in a registry, a log line), so two functions of one code but different
+        # names are different arguments.
+        _enc(fn.__module__, buf, depth)
+        _enc_name(buf, _T_STR, fn.__qualname__)
+        _enc_name(buf, _T_STR, fn.__name__)
         _enc(fn.__defaults__, buf, depth)
         _enc(fn.__kwdefaults__, buf, depth)
         closure = fn.__closure__ or ()
@@ -535,7 +614,20 @@ def _enc_partial(obj: partial[Any], buf: bytearray, depth: int) -> None:
 
 
 def _enc_class(obj: type, buf: bytearray, depth: int) -> None:
-    _enc_name(buf, _T_CLASS, f"{obj.__module__}.{obj.__qualname__}")
+    qualname = _type_qualname(obj)
+    if "<locals>" in qualname:
+        # Every call of the enclosing function makes another class of this name,
+        # with its own closures: the name does not tell them apart.
+        raise HashingError(
+            f"cannot hash the class {_type_name(obj)!r}: it is defined inside a "
+            "function, so its name does not identify it"
+        )
+    module = _type_module(obj)
+    if module is None:
+        raise HashingError(
+            f"cannot hash the class {qualname!r}: its __module__ is not a string"
+        )
+    _enc_name(buf, _T_CLASS, f"{module}.{qualname}")
 
 
 # ------------------------------------------------------------------ numpy, pandas
@@ -684,25 +776,39 @@ _joblib_hash: Callable[[Any], str] | None = None
 
 def _exc_summary(exc: BaseException) -> str:
     """The first line of an exception's first argument, short enough for a message."""
-    text = str(exc.args[0]) if exc.args else str(exc)
+    try:
+        text = str(exc.args[0]) if exc.args else str(exc)
+    except Exception:
+        text = ""
     text = text.splitlines()[0] if text else type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _refuse_non_values(obj: Any, buf: bytearray, depth: int) -> None:
+    """Refuse open files, modules, sockets and locks, by their type alone.
+
+    ``issubclass(type(obj), ...)`` rather than ``isinstance``: isinstance may read
+    ``obj.__class__``, which a class can make a property.
+    """
+    t = type(obj)
+    if issubclass(t, io.IOBase):
+        _reject_stream(obj, buf, depth)
+    if issubclass(t, types.ModuleType):
+        _reject_module(obj, buf, depth)
+    socket = sys.modules.get("socket")
+    socket_type = getattr(socket, "socket", None) if socket is not None else None
+    if type(socket_type) is type and issubclass(t, socket_type):
+        _reject_socket(obj, buf, depth)
+    if _type_module(t) in _SYNC_MODULES:
+        # joblib would hash an Event or a Semaphore by its attributes although it
+        # cannot be pickled: refuse them here with a clear reason.
+        _reject_lock(obj, buf, depth)
 
 
 def _enc_fallback(obj: Any, buf: bytearray, depth: int) -> None:
     """joblib.hash of the pickled state, plus the exact type."""
     global _joblib_hash
-    if isinstance(obj, io.IOBase):
-        _reject_stream(obj, buf, depth)
-    if isinstance(obj, types.ModuleType):
-        _reject_module(obj, buf, depth)
-    socket = sys.modules.get("socket")
-    if socket is not None and isinstance(obj, socket.socket):
-        _reject_socket(obj, buf, depth)
-    if getattr(type(obj), "__module__", None) in _SYNC_MODULES:
-        # joblib would hash an Event or a Semaphore by its attributes although it
-        # cannot be pickled: refuse them here with a clear reason.
-        _reject_lock(obj, buf, depth)
+    _refuse_non_values(obj, buf, depth)
     if _joblib_hash is None:
         from joblib import hash as joblib_hash
 
@@ -716,6 +822,205 @@ def _enc_fallback(obj: Any, buf: bytearray, depth: int) -> None:
         ) from exc
     _enc_name(buf, _T_FALLBACK, _type_name(type(obj)))
     _enc_name(buf, _T_STR, str(digest))
+
+
+# ------------------------------------------------------- instances, exceptions
+
+# Defining any of these (anywhere in the MRO but ``object``) customizes what pickling
+# saves, so such a class is hashed by pickling: its custom state is its identity.
+_PICKLE_HOOKS = (
+    "__reduce_ex__",
+    "__reduce__",
+    "__getstate__",
+    "__getnewargs_ex__",
+    "__getnewargs__",
+)
+_POINTER = struct.calcsize("P")
+_OBJECT_SIZE = object.__basicsize__
+_GetSet = types.GetSetDescriptorType
+_Member = types.MemberDescriptorType
+
+# (the instance dict's descriptor or None, the slots' member descriptors)
+_Layout = tuple[Any, tuple[Any, ...]]
+
+
+def _plain_layout(t: type) -> _Layout | None:
+    """Where the state of a plain class's instances lives, or None if not plain.
+
+    Plain: nothing in the MRO but ``object`` customizes pickling, no reducer is
+    registered with copyreg, and the instance layout holds nothing but the instance
+    dict, the weakref list and ``__slots__``: the same size rule CPython applies
+    before it pickles an object by its dict and slots (a list or dict subclass, or a
+    C type with fields, is not plain). Only class dicts are read, never instances.
+    """
+    if t in copyreg.dispatch_table or _type_itemsize(t):
+        return None
+    dict_descr = None
+    dict_seen = False
+    slots: list[Any] = []
+    for c in _type_mro(t)[:-1]:
+        ns = _type_dict(c)
+        for hook in _PICKLE_HOOKS:
+            if hook in ns:
+                return None
+        if not dict_seen and "__dict__" in ns:
+            dict_seen = True
+            dict_descr = ns["__dict__"]
+            if type(dict_descr) is not _GetSet:
+                return None
+        declared = ns.get("__slots__")
+        if declared is None:
+            continue
+        if type(declared) is str:
+            declared = (declared,)
+        elif type(declared) not in (tuple, list, dict):
+            return None
+        for name in declared:
+            if type(name) is not str:
+                return None
+            if name in ("__dict__", "__weakref__"):
+                continue
+            if name.startswith("__") and not name.endswith("__"):
+                stripped = _type_name_attr(c).lstrip("_")
+                if stripped:
+                    name = f"_{stripped}{name}"
+            member = ns.get(name)
+            if type(member) is not _Member or member.__objclass__ is not c:
+                return None
+            slots.append(member)
+    size = _OBJECT_SIZE + _POINTER * len(slots)
+    dictoffset = _type_dictoffset(t)
+    if dictoffset > 0:
+        size += _POINTER  # else none, or managed (stored before the object)
+    if _type_weakrefoffset(t) > 0:
+        size += _POINTER
+    if _type_basicsize(t) != size or (dictoffset and dict_descr is None):
+        return None
+    return dict_descr, tuple(slots)
+
+
+def _named_class(t: type) -> tuple[str, str] | None:
+    """(module, qualname) when that name leads to ``t`` itself, else None.
+
+    A class defined in a function, built by ``type()`` under a name it is not bound
+    to, or replaced by a newer definition shares its name with other classes; those
+    stay with pickling, which refuses them. Reads module and class dicts only.
+    """
+    module = _type_module(t)
+    if module is None:
+        return None
+    qualname = _type_qualname(t)
+    found: Any = sys.modules.get(module)
+    if not issubclass(type(found), types.ModuleType):
+        return None
+    ns: Any = _module_dict(found)
+    for part in qualname.split("."):
+        found = ns.get(part)
+        if not issubclass(type(found), type):
+            return None
+        ns = _type_dict(found)
+    return (module, qualname) if found is t else None
+
+
+def _enc_instance(obj: Any, buf: bytearray, depth: int) -> None:
+    """An instance of a class with no handler of its own.
+
+    Plain classes are encoded by walking their state (instance dict and slots)
+    without running any of their code; other classes are pickled (joblib.hash).
+    """
+    t = type(obj)
+    _refuse_non_values(obj, buf, depth)
+    try:
+        layout = _plain_layout(t)
+        name = _named_class(t) if layout is not None else None
+    except Exception:  # a class dict holding something unexpected
+        layout = name = None
+    if layout is not None and name is None:
+        qualname = _type_qualname(t)
+        if "<locals>" in qualname or _type_module(t) is None:
+            # Pickling would fail on the class name too, after running code.
+            raise HashingError(
+                f"cannot hash a value of type {_type_name(t)!r}: its class is "
+                + (
+                    "defined inside a function"
+                    if "<locals>" in qualname
+                    else "not in a module (its __module__ is not a string)"
+                )
+                + ", so its name does not identify it"
+            )
+    if layout is None or name is None:
+        _enc_fallback(obj, buf, depth)
+        return
+    if depth >= _MAX_DEPTH:
+        raise _TooDeep
+    # An instance reached again through its own state (a parent pointer): a back
+    # reference to its place on the current path, as for recursive closures.
+    stack: list[Any] | None = getattr(_tls, "objects", None)
+    if stack is None:
+        stack = _tls.objects = []
+    elif stack:
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is obj:
+                buf += _hdr(_T_OBJECT_BACKREF, len(stack) - i)
+                return
+    dict_descr, slots = layout
+    module, qualname = name
+    _enc_name(buf, _T_OBJECT, module)
+    _enc_name(buf, _T_STR, qualname)
+    depth += 1
+    stack.append(obj)
+    try:
+        if dict_descr is None:
+            buf += _T_NONE
+        else:
+            _enc(dict_descr.__get__(obj, t), buf, depth)
+        buf += _u64(len(slots))
+        for member in slots:
+            try:
+                value = member.__get__(obj, t)
+            except AttributeError:
+                buf += _T_UNSET
+                continue
+            _enc(value, buf, depth)
+    finally:
+        stack.pop()
+
+
+_exc_traceback = BaseException.__dict__["__traceback__"].__get__
+_exc_cause = BaseException.__dict__["__cause__"].__get__
+_exc_context = BaseException.__dict__["__context__"].__get__
+_exc_suppress = BaseException.__dict__["__suppress_context__"].__get__
+
+
+def _enc_exception(exc: BaseException, buf: bytearray, depth: int) -> None:
+    """An exception: its pickled type, args and attributes, and where it was raised.
+
+    Pickling leaves out the traceback and the chained exceptions, which a program
+    can read (``traceback.extract_tb``, ``raise ... from``), so they are added: the
+    (file name, function name, line, instruction offset) of every frame of the
+    traceback, then ``__cause__``, ``__context__`` and ``__suppress_context__``. An
+    exception never raised, without them, keeps the plain pickled encoding.
+    """
+    tb = _exc_traceback(exc)
+    cause = _exc_cause(exc)
+    context = _exc_context(exc)
+    if tb is None and cause is None and context is None:
+        _enc_fallback(exc, buf, depth)
+        return
+    if depth >= _MAX_DEPTH:
+        raise _TooDeep
+    buf += _T_EXCEPTION
+    _enc_fallback(exc, buf, depth)
+    frames = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        frames.append((code.co_filename, code.co_name, tb.tb_lineno, tb.tb_lasti))
+        tb = tb.tb_next
+    depth += 1
+    _enc(frames, buf, depth)
+    _enc(cause, buf, depth)
+    _enc(context, buf, depth)
+    buf += _T_TRUE if _exc_suppress(exc) else _T_FALSE
 
 
 _Handler = Callable[[Any, bytearray, int], None]
@@ -744,32 +1049,70 @@ _DISPATCH: dict[type, _Handler] = {
 }
 
 
+def _library_types(name: str, *attrs: str) -> tuple[type, ...] | None:
+    """Classes of an imported library, or None if it is absent or half-imported.
+
+    Read from the module dict, so a module ``__getattr__`` is never called.
+    """
+    module = sys.modules.get(name)
+    if module is None or not issubclass(type(module), types.ModuleType):
+        return None
+    ns = _module_dict(module)
+    found = tuple(ns.get(attr) for attr in attrs)
+    for t in found:
+        if not issubclass(type(t), type):
+            return None  # mid-import: not defined yet
+    return found  # type: ignore[return-value]
+
+
+_HEAPTYPE = 1 << 9
+_type_flags: Callable[[type], int] = type.__dict__["__flags__"].__get__
+
+
 def _classify(t: type) -> _Handler:
-    """The handler of a type not in _DISPATCH (numpy and pandas types are cached)."""
-    module = getattr(t, "__module__", None) or ""
+    """The handler of a type not in _DISPATCH (library types are cached).
+
+    Never raises: whatever cannot be classified goes to the generic path.
+    """
+    try:
+        return _classify_type(t)
+    except Exception:
+        return _enc_instance
+
+
+def _classify_type(t: type) -> _Handler:
+    module = _type_module(t) or ""
     if module == "numpy" or module.startswith("numpy."):
-        np = sys.modules.get("numpy")
+        np = _library_types("numpy", "ndarray", "generic")
         if np is not None:
-            if t is np.ndarray:
+            if t is np[0]:
                 _DISPATCH[t] = _enc_ndarray
                 return _enc_ndarray
-            if issubclass(t, np.generic):
+            if issubclass(t, np[1]):
                 _DISPATCH[t] = _enc_npscalar
                 return _enc_npscalar
     elif module == "pandas" or module.startswith("pandas."):
-        pd = sys.modules.get("pandas")
-        if pd is not None and issubclass(t, (pd.DataFrame, pd.Series, pd.Index)):
+        pd = _library_types("pandas", "DataFrame", "Series", "Index")
+        if pd is not None and issubclass(t, pd):
             _DISPATCH[t] = _enc_pandas
             return _enc_pandas
     if issubclass(t, type):
         return _enc_class  # classes with a metaclass (ABCMeta, EnumMeta, ...)
+    if issubclass(t, BaseException):
+        if not _type_flags(t) & _HEAPTYPE:
+            _DISPATCH[t] = _enc_exception  # a builtin exception: lives forever
+        return _enc_exception
     # Not cached: user classes may be created dynamically and must not be kept
-    # alive here; the fallback costs far more than this lookup anyway.
-    return _enc_fallback
+    # alive here, and a class may gain pickling methods after its first use.
+    return _enc_instance
 
 
 def _contains_itself(obj: object) -> bool:
-    """Whether a container reaches itself (only used to word an error)."""
+    """Whether a container reaches itself (only used to word an error).
+
+    Instances of plain classes are looked through; reaching one of them again is
+    not counted, since the encoder refers back to it.
+    """
     containers = (list, tuple, dict, set, frozenset)
     on_path: set[int] = set()
     done: set[int] = set()
@@ -781,12 +1124,42 @@ def _contains_itself(obj: object) -> bool:
             on_path.discard(key)
             done.add(key)
             continue
+        is_container = type(node) in containers
         if key in on_path:
-            return True
-        if key in done or type(node) not in containers:
+            if is_container:
+                return True
+            continue
+        if key in done:
+            continue
+        children = node if is_container else _children(node)
+        if children is None:
             continue
         on_path.add(key)
         stack.append((node, True))
-        children = node.values() if type(node) is dict else node
+        if type(node) is dict:
+            children = node.values()
         stack.extend((child, False) for child in children)
     return False
+
+
+def _children(obj: object) -> list[Any] | None:
+    """The values in the dict and slots of a plain class's instance, else None."""
+    t = type(obj)
+    try:
+        layout = _plain_layout(t)
+    except Exception:
+        return None
+    if layout is None:
+        return None
+    dict_descr, slots = layout
+    children: list[Any] = []
+    if dict_descr is not None:
+        state = dict_descr.__get__(obj, t)
+        if type(state) is dict:
+            children.extend(state.values())
+    for member in slots:
+        try:
+            children.append(member.__get__(obj, t))
+        except AttributeError:
+            pass
+    return children

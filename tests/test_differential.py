@@ -623,14 +623,6 @@ _REUSE_KEYS = """
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime: an argument's identity is its content hash, which leaves out "
-    "what pickling leaves out: a function's name and line numbers (two functions "
-    "with the same normalized code are one value), an exception's traceback (two "
-    "ZeroDivisionErrors with one message are one value); the second call reuses "
-    "the first's result within the same run",
-)
 def test_reuse_keys_tell_apart_values_an_op_can_tell_apart(project):
     project.write("keys.py", _REUSE_KEYS)
     plain = project.python("keys.py")
