@@ -33,7 +33,7 @@ import uuid
 import warnings
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FunctionType, ModuleType, TracebackType
 from typing import Any
@@ -148,15 +148,47 @@ class ModuleState:
 
         def decorate(func: FunctionType) -> Callable[..., Any]:
             op = OpState(info, func, ignore=frozenset(ignore), always=always)
-
-            @functools.wraps(func)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                return runtime.call_op(op, args, kwargs)
-
-            wrapper.__autopersist_op__ = op  # type: ignore[attr-defined]
-            return wrapper
+            return _op_wrapper(runtime, op, self.namespace)
 
         return decorate
+
+
+def _op_wrapper(
+    runtime: Runtime, op: OpState, namespace: dict[str, Any]
+) -> Callable[..., Any]:
+    """The function that stands for an op: one Python frame between its caller and
+    the op's own code, so stack depth, ``sys._getframe`` and tracebacks change as
+    little as possible. Everything it needs is in its closure; it is rebuilt with
+    the op's module globals, so code inspecting its caller's frame
+    (``sys._getframe(n).f_globals["__name__"]``, as ``typing`` and
+    ``collections.namedtuple`` do) finds the user's module, not autopersist."""
+    func = op.func
+    begin, finish, fail = runtime.begin_call, runtime.finish_call, runtime.fail_call
+    reused, plain = _REUSED, _PLAIN
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kind, value = begin(op, args, kwargs)
+        if kind is reused:
+            return value
+        if kind is plain:
+            return func(*args, **kwargs)
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            fail(value, exc)
+            raise
+        return finish(value, result)
+
+    rebuilt = FunctionType(
+        wrapper.__code__, namespace, func.__name__, None, wrapper.__closure__
+    )
+    functools.update_wrapper(rebuilt, func)
+    # Read by code that inspects functions (the wrapper's own signature takes
+    # ``*args, **kwargs``, so these never apply to its calls).
+    rebuilt.__defaults__ = func.__defaults__
+    rebuilt.__kwdefaults__ = func.__kwdefaults__
+    rebuilt.__autopersist_op__ = op  # type: ignore[attr-defined]
+    return rebuilt
 
 
 class OpState:
@@ -218,15 +250,57 @@ class OpState:
         return list(bound.arguments.items())
 
 
-@dataclass
-class Frame:
-    """One op call being computed."""
+class _Computing:
+    """One op call being computed: what ``finish_call`` / ``fail_call`` need."""
 
-    op: OpState
-    #: Dependencies of reused nested calls (their code did not run, so no marks).
-    extra: dict[str, str] = field(default_factory=dict)
-    #: Calls made (computed or reused) while this one computed.
-    children: list[str] = field(default_factory=list)
+    __slots__ = (
+        "bound",
+        "children",
+        "entered",
+        "extra",
+        "globals_before",
+        "input_hashes",
+        "inputs_id",
+        "op",
+        "outer",
+        "started",
+        "t0",
+    )
+
+    def __init__(
+        self,
+        op: OpState,
+        bound: list[tuple[str, Any]],
+        input_hashes: list[tuple[str, str]],
+        inputs_id: str,
+        entered: float,
+        outer: set[str],
+        globals_before: dict[str, str],
+    ) -> None:
+        self.op = op
+        self.bound = bound
+        self.input_hashes = input_hashes
+        self.inputs_id = inputs_id
+        self.entered = entered
+        #: Keys that had run in the enclosing call before this one started.
+        self.outer = outer
+        self.globals_before = globals_before
+        self.started = time.time()
+        self.t0 = 0.0
+        #: Dependencies of reused nested calls (their code did not run, so no marks).
+        self.extra: dict[str, str] = {}
+        #: Calls made (computed or reused) while this one computed.
+        self.children: list[str] = []
+
+
+class _ThreadState(threading.local):
+    """Per thread: the op calls being computed, and whether autopersist's own code
+    is running (then an op reached from it, say through a ``__reduce__`` that hashing
+    calls, runs plain instead of re-entering the runtime)."""
+
+    def __init__(self) -> None:
+        self.stack: list[_Computing] = []
+        self.busy = False
 
 
 @dataclass
@@ -239,6 +313,8 @@ class Counters:
 
 
 _MISSING = object()
+#: What ``Runtime.begin_call`` tells an op wrapper to do.
+_REUSED, _PLAIN, _COMPUTE = "reused", "plain", "compute"
 
 
 class Runtime:
@@ -260,11 +336,14 @@ class Runtime:
         self._by_namespace: dict[int, ModuleState] = {}
         self._by_import_name: dict[str, ModuleState] = {}
         self.counters = Counters()
-        self._local = threading.local()
+        self._local = _ThreadState()
         self._immutable_hashes: dict[int, tuple[object, str]] = {}
         self._file_versions: dict[str, tuple[float, dict[str, str]]] = {}
         self._compatibility: Compatibility | None = None
         self._decisions: dict[tuple[str, str, str], bool] = {}
+        #: ``(op, deps_id)`` found to hold, with function dependencies only.
+        self._holding: set[tuple[str, str]] = set()
+        self._deps_records: dict[tuple[tuple[str, str], ...], tuple[str, str]] = {}
         self.provenance = Provenance()
         set_function_resolver(self._function_version)
 
@@ -336,159 +415,184 @@ class Runtime:
 
     # -- op calls ------------------------------------------------------------------
 
-    @property
-    def stack(self) -> list[Frame]:
-        try:
-            stack: list[Frame] = self._local.stack
-        except AttributeError:
-            stack = self._local.stack = []
-        return stack
-
-    def call_op(
+    def begin_call(
         self, op: OpState, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        """Run or reuse one call of ``op``."""
-        if op.plain:
-            return op.func(*args, **kwargs)
-        started = time.perf_counter()
-        self.counters.calls += 1
-        op.calls += 1
-        if op.calls in HOT_CHECKS and not op.always and self._is_hot(op):
-            return op.func(*args, **kwargs)
+    ) -> tuple[str, Any]:
+        """The first half of an op call: ``(_REUSED, result)``, ``(_PLAIN, None)``
+        (run the function unmemoized) or ``(_COMPUTE, state)`` (run it, then hand
+        ``state`` and the result to ``finish_call``, or the exception to
+        ``fail_call``)."""
+        local = self._local
+        if op.plain or local.busy:
+            return _PLAIN, None
+        local.busy = True
         try:
-            bound = op.bind(args, kwargs)
-        except TypeError:
-            return op.func(*args, **kwargs)  # let Python report the bad call itself
-        info = op.info
-        try:
-            input_hashes = [
-                (name, content_hash(value))
-                for name, value in bound
-                if name not in op.ignore
-            ]
-        except HashingError as exc:
-            self._warn_unhashable(op, bound, exc)
-            self.counters.unmemoized += 1
-            return op.func(*args, **kwargs)
-        elide = op.elide
-        if elide is None:
-            elide = op.elide = self._elidable_defaults(op)
-        parts = [info.func_id]
-        for name, value_id in input_hashes:
-            if elide and elide.get(name) == value_id:
-                continue  # an accepted new parameter left at its default
-            parts.append(name)
-            parts.append(value_id)
-        inputs_id = combine(*parts)
-
-        hit = self._lookup(info, inputs_id)
-        if hit is not None:
-            call_id, stored_deps, output_id, data = hit
-            # The enclosing call depends on this op's full version (defaults too).
-            deps = dict(stored_deps)
-            deps["f:" + info.func_id] = info.version
+            entered = time.perf_counter()
+            self.counters.calls += 1
+            op.calls += 1
+            if op.calls in HOT_CHECKS and not op.always and self._is_hot(op):
+                return _PLAIN, None
             try:
-                result = loads(
-                    data if data is not None else self.storage.value_bytes(output_id)
-                )
-            except Exception as exc:  # a damaged value: compute instead
-                LOG.warning(
-                    "stored value %s unreadable (%s); recomputing", output_id, exc
-                )
-            else:
-                self.counters.reused += 1
-                stack = self.stack
-                if stack:
-                    stack[-1].extra.update(deps)
-                    stack[-1].children.append(call_id)
-                self.storage.add_use(self.run_id, call_id, time.time())
-                self.provenance.produced(call_id, result, output_id)
-                op.overhead += time.perf_counter() - started
-                return result
-        if self.config.no_new_calls:
-            shown = ", ".join(f"{n}={_preview(v, 40)}" for n, v in bound)
-            msg = (
-                f"run --no-new-calls: {info.func_id}({shown}) is not stored and would be "
-                "computed; run without --no-new-calls to compute it."
-            )
-            raise NoNewCallsError(msg)
-        return self._compute(op, args, kwargs, bound, input_hashes, inputs_id, started)
+                bound = op.bind(args, kwargs)
+            except TypeError:
+                return _PLAIN, None  # let Python report the bad call itself
+            info = op.info
+            try:
+                input_hashes = [
+                    (name, content_hash(value))
+                    for name, value in bound
+                    if name not in op.ignore
+                ]
+            except HashingError as exc:
+                self._warn_unhashable(op, bound, exc)
+                self.counters.unmemoized += 1
+                return _PLAIN, None
+            elide = op.elide
+            if elide is None:
+                elide = op.elide = self._elidable_defaults(op)
+            parts = [info.func_id]
+            for name, value_id in input_hashes:
+                if elide and elide.get(name) == value_id:
+                    continue  # an accepted new parameter left at its default
+                parts.append(name)
+                parts.append(value_id)
+            inputs_id = combine(*parts)
 
-    def _compute(
+            hit = self._lookup(info, inputs_id)
+            if hit is not None:
+                result = self._reuse(op, hit, local.stack, entered)
+                if result is not _MISSING:
+                    return _REUSED, result
+            if self.config.no_new_calls:
+                shown = ", ".join(f"{n}={_preview(v, 40)}" for n, v in bound)
+                msg = (
+                    f"run --no-new-calls: {info.func_id}({shown}) is not stored and "
+                    "would be computed; run without --no-new-calls to compute it."
+                )
+                raise NoNewCallsError(msg)
+            seen = self.seen
+            state = _Computing(
+                op,
+                bound,
+                input_hashes,
+                inputs_id,
+                entered,
+                set(seen),
+                self._own_mutable_globals(info),
+            )
+            seen.clear()
+            local.stack.append(state)
+            state.t0 = time.perf_counter()
+            return _COMPUTE, state
+        finally:
+            local.busy = False
+
+    def _reuse(
         self,
         op: OpState,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        bound: list[tuple[str, Any]],
-        input_hashes: list[tuple[str, str]],
-        inputs_id: str,
+        hit: tuple[str, dict[str, str], str, bytes | None],
+        stack: list[_Computing],
         entered: float,
     ) -> Any:
-        info = op.info
-        seen = self.seen
-        outer = set(seen)
-        seen.clear()
-        frame = Frame(op)
-        stack = self.stack
-        stack.append(frame)
-        globals_before = self._own_mutable_globals(info)
-        started = time.time()
-        t0 = time.perf_counter()
+        """The stored result of a valid call, unpickled anew (``_MISSING`` when its
+        value cannot be read: the call is then computed)."""
+        call_id, stored_deps, output_id, data = hit
         try:
-            result = op.func(*args, **kwargs)
-        except BaseException as exc:
-            duration = time.perf_counter() - t0
+            result = loads(
+                data if data is not None else self.storage.value_bytes(output_id)
+            )
+        except Exception as exc:  # a damaged value: compute instead
+            LOG.warning("stored value %s unreadable (%s); recomputing", output_id, exc)
+            return _MISSING
+        self.counters.reused += 1
+        if stack:
+            # The enclosing call depends on this op's full version (defaults too).
+            extra = stack[-1].extra
+            extra.update(stored_deps)
+            extra["f:" + op.info.func_id] = op.info.version
+            stack[-1].children.append(call_id)
+        self.storage.add_use(self.run_id, call_id, time.time())
+        self.provenance.produced(call_id, result, output_id)
+        op.overhead += time.perf_counter() - entered
+        return result
+
+    def _end_computing(self, state: _Computing) -> tuple[float, set[str]]:
+        """Pop ``state``; the keys of code that ran during it are merged back into
+        the enclosing call's. Returns the call's duration and those keys."""
+        duration = time.perf_counter() - state.t0
+        stack = self._local.stack
+        if stack and stack[-1] is state:
             stack.pop()
-            seen.update(outer)
-            if stack:
-                stack[-1].extra.update(frame.extra)
+        seen = self.seen
+        ran = set(seen)
+        seen.update(state.outer)
+        if stack:
+            stack[-1].extra.update(state.extra)
+        return duration, ran
+
+    def fail_call(self, state: _Computing, exc: BaseException) -> None:
+        """The op raised ``exc``: record the failed call (it is never reused)."""
+        local = self._local
+        local.busy = True
+        try:
+            duration, _ran = self._end_computing(state)
             self.counters.failed += 1
             self._record_failure(
-                info, inputs_id, started, duration, exc, frame.children
+                state.op.info,
+                state.inputs_id,
+                state.started,
+                duration,
+                exc,
+                state.children,
             )
-            raise
-        duration = time.perf_counter() - t0
-        stack.pop()
-        ran = set(seen)
-        seen.update(outer)
-        if stack:
-            stack[-1].extra.update(frame.extra)
-        self.counters.computed += 1
-        deps = self._dependencies(ran, info)
-        deps.update(frame.extra)
-        impure = self._impurity(op, ran, bound, input_hashes, globals_before)
+        finally:
+            local.busy = False
+
+    def finish_call(self, state: _Computing, result: Any) -> Any:
+        """The op returned ``result``: store the call, return ``result``."""
+        local = self._local
+        local.busy = True
         try:
-            output_id = content_hash(result)
-            output_bytes = dumps(result)
-        except HashingError as exc:
-            self._warn(
-                op,
-                "output",
-                f"{info.func_id} returned a {type(result).__name__} that cannot be "
-                f"stored ({exc}); its calls run unmemoized.",
-                UnhashableArgumentWarning,
+            duration, ran = self._end_computing(state)
+            op = state.op
+            info = op.info
+            self.counters.computed += 1
+            deps = self._dependencies(ran, info)
+            deps.update(state.extra)
+            impure = self._impurity(
+                op, ran, state.bound, state.input_hashes, state.globals_before
             )
+            storage = self.storage
+            try:
+                output_id = content_hash(result)
+                output_bytes = None if storage.knows_value(output_id) else dumps(result)
+            except HashingError as exc:
+                self._warn(
+                    op,
+                    "output",
+                    f"{info.func_id} returned a {type(result).__name__} that cannot "
+                    f"be stored ({exc}); its calls run unmemoized.",
+                    UnhashableArgumentWarning,
+                )
+                return result
+            call_id = self._store_call(
+                state,
+                deps,
+                output_id,
+                output_bytes,
+                result,
+                status="impure" if impure else "ok",
+                duration=duration,
+            )
+            stack = local.stack
+            if stack:
+                stack[-1].children.append(call_id)
+            self.provenance.produced(call_id, result, output_id)
+            op.work += duration
+            op.overhead += time.perf_counter() - state.entered - duration
             return result
-        call_id = self._store_call(
-            op,
-            bound,
-            input_hashes,
-            inputs_id,
-            deps,
-            output_id,
-            output_bytes,
-            result,
-            status="impure" if impure else "ok",
-            started=started,
-            duration=duration,
-            children=frame.children,
-        )
-        if stack:
-            stack[-1].children.append(call_id)
-        self.provenance.produced(call_id, result, output_id)
-        op.work += duration
-        op.overhead += time.perf_counter() - entered - duration
-        return result
+        finally:
+            local.busy = False
 
     # -- dependencies --------------------------------------------------------------
 
@@ -496,7 +600,7 @@ class Runtime:
         """A forked child starts with its own counters, op stack and provenance;
         the parent's belong to the parent."""
         self.counters = Counters()
-        self._local = threading.local()
+        self._local = _ThreadState()
         self.provenance = Provenance()
         self.seen.clear()
 
@@ -631,16 +735,28 @@ class Runtime:
     def _lookup(
         self, info: FunctionInfo, inputs_id: str
     ) -> tuple[str, dict[str, str], str, bytes | None] | None:
-        candidates = [
-            (call_id, self.storage.deps(deps_id), output_id, data)
-            for call_id, deps_id, output_id, data in self.storage.candidates(
-                info.func_id, inputs_id
-            )
-        ]
-        for candidate in candidates:
-            if self._deps_hold(candidate[1], info):
-                return candidate
+        storage = self.storage
+        found = storage.candidates(info.func_id, inputs_id)
+        if not found:
+            return None
+        holding = self._holding
+        for call_id, deps_id, output_id, data in found:
+            deps = storage.deps(deps_id)
+            if (info.func_id, deps_id) in holding:
+                return call_id, deps, output_id, data
+            if self._deps_hold(deps, info):
+                # Function versions cannot change during a run (global values
+                # can): a set of function dependencies that holds keeps holding.
+                if all(name.startswith("f:") for name in deps):
+                    if len(holding) > 10_000:  # bounded memory in long runs
+                        holding.clear()
+                    holding.add((info.func_id, deps_id))
+                return call_id, deps, output_id, data
         if self.config.interactive:
+            candidates = [
+                (call_id, storage.deps(deps_id), output_id, data)
+                for call_id, deps_id, output_id, data in found
+            ]
             # Ask only when no stored call is valid as it is, newest first.
             for candidate in reversed(candidates):
                 if self._ask_about_changes(candidate[1], info):
@@ -871,67 +987,80 @@ class Runtime:
 
     def _store_call(
         self,
-        op: OpState,
-        bound: list[tuple[str, Any]],
-        input_hashes: list[tuple[str, str]],
-        inputs_id: str,
+        state: _Computing,
         deps: dict[str, str],
         output_id: str,
-        output_bytes: bytes,
+        output_bytes: bytes | None,
         result: object,
         *,
         status: str,
-        started: float,
         duration: float,
-        children: list[str],
     ) -> str:
+        """Buffer a computed call with its values, dependency set and links;
+        ``output_bytes`` is None when the output value is stored already."""
         storage = self.storage
-        info = op.info
-        dep_items = sorted(deps.items())
-        deps_json = json.dumps(dep_items, separators=(",", ":"))
-        deps_id = combine(*(part for item in dep_items for part in item))
+        info = state.op.info
+        deps_id, deps_json = self._deps_record(deps)
         storage.add_deps(deps_id, deps_json)
-        storage.add_value(output_id, output_bytes, _type_name(result), _preview(result))
-        hashes = dict(input_hashes)
-        edges: list[tuple[str, str, str, str]] = []
-        values = dict(bound)
+        if output_bytes is not None:
+            storage.add_value(
+                output_id, output_bytes, _type_name(result), _preview(result)
+            )
+        hashes = dict(state.input_hashes)
         # A reusable call's id is derived from what makes it reusable, so two
         # processes computing the same call store it once.
         call_id = (
-            combine(info.func_id, inputs_id, deps_id)
+            combine(info.func_id, state.inputs_id, deps_id)
             if status == "ok"
             else uuid.uuid4().hex
         )
-        for name, value_id in hashes.items():
-            value = values[name]
-            try:
-                storage.add_value(
-                    value_id, dumps(value), _type_name(value), _preview(value)
-                )
-            except HashingError:
-                continue
+        edges: list[tuple[str, str, str, str]] = []
+        for name, value in state.bound:
+            value_id = hashes.get(name)
+            if value_id is None:
+                continue  # an ignored parameter
+            if not storage.knows_value(value_id):
+                try:
+                    data = dumps(value)
+                except HashingError:
+                    continue
+                storage.add_value(value_id, data, _type_name(value), _preview(value))
             edges.append((call_id, "in", name, value_id))
         edges.append((call_id, "out", "output", output_id))
-        links = self.provenance.links(call_id, bound, hashes)
+        links = self.provenance.links(call_id, state.bound, hashes)
         storage.add_call(
             (
                 call_id,
                 info.func_id,
                 info.version,
-                inputs_id,
+                state.inputs_id,
                 deps_id,
                 output_id,
                 status,
                 self.run_id,
-                started,
+                state.started,
                 duration,
                 None,
             ),
             edges,
             links,
-            children,
+            state.children,
+            output=output_bytes,
         )
         return call_id
+
+    def _deps_record(self, deps: dict[str, str]) -> tuple[str, str]:
+        """``(deps_id, JSON)`` of a dependency set; calls of one op in a loop mostly
+        share one, so both are computed once per distinct set."""
+        items = tuple(sorted(deps.items()))
+        found = self._deps_records.get(items)
+        if found is None:
+            deps_json = json.dumps(items, separators=(",", ":"))
+            found = (combine(*(part for item in items for part in item)), deps_json)
+            if len(self._deps_records) > 10_000:  # bounded memory in long runs
+                self._deps_records.clear()
+            self._deps_records[items] = found
+        return found
 
     def _record_failure(
         self,
@@ -1005,11 +1134,19 @@ class Provenance:
         self._elements: dict[int, tuple[Any, str, str]] = {}  # id -> (ref, call, path)
 
     def produced(self, call_id: str, result: object, output_id: str) -> None:
-        if result is None or type(result) is bool:
+        kind = type(result)
+        if result is None or kind is bool:
             return  # too common to say where it came from
         if len(self._outputs) > self.LIMIT:
             self._outputs.clear()
         self._outputs[output_id] = call_id
+        if kind in _SCALARS:
+            # No elements, no weak references: held (bounded) by identity.
+            if not _is_shared(result):
+                if len(self._elements) > self.LIMIT:
+                    self._elements.clear()
+                self._elements[id(result)] = (result, call_id, "")
+            return
         # The output object itself too: a list built from several outputs (e.g.
         # ensemble([model(k) for k in ks])) is linked element by element.
         for path, element in [("", result), *_elements(result, self.ELEMENTS)]:
@@ -1052,6 +1189,10 @@ class Provenance:
         return rows
 
 
+#: Output types without elements that cannot be weakly referenced.
+_SCALARS = frozenset({int, float, complex, str, bytes})
+
+
 def _is_shared(value: object) -> bool:
     """Objects the interpreter shares between unrelated places (None, booleans,
     cached small ints, one-character strings): never linked by identity."""
@@ -1091,7 +1232,12 @@ def _preview(value: object, limit: int = _PREVIEW_CHARS) -> str:
         text = repr(value)
     except Exception:
         text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    if not text.isascii():
+        # Lone surrogates (say from a filename) have no UTF-8 form for SQLite.
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _user_stacklevel() -> int:

@@ -67,7 +67,6 @@ CREATE TABLE IF NOT EXISTS calls (
     duration REAL, error TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_by_inputs ON calls (op_id, inputs_id);
-CREATE INDEX IF NOT EXISTS calls_by_run ON calls (run_id);
 CREATE TABLE IF NOT EXISTS call_values (
     call_id TEXT, role TEXT, name TEXT, value_id TEXT,
     PRIMARY KEY (call_id, role, name)

@@ -40,6 +40,12 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from autopersist._call_index import (
+    LOAD_AFTER_LOOKUPS,
+    SMALL_OUTPUT,
+    Candidate,
+    OpIndex,
+)
 from autopersist._schema import DDL, SCHEMA_VERSION
 from autopersist.errors import SchemaVersionError, StorageError
 
@@ -57,6 +63,8 @@ BACKPRESSURE_STATEMENTS = 50_000
 BUSY_TIMEOUT_MS = 120_000
 #: While commits fail (full disk), keep at most this many statements to retry.
 MAX_RETRY_STATEMENTS = 200_000
+#: Page cache of the writing connection, in KiB (see ``_tune_writer``).
+WRITER_CACHE_KIB = 64 * 1024
 #: Row values per ``IN (VALUES ...)`` statement (SQLite allows 32,766 parameters).
 _ROW_VALUES_PER_STATEMENT = 500
 
@@ -67,7 +75,12 @@ _INSERT_CALL = "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?
 _INSERT_EDGE = "INSERT OR IGNORE INTO call_values VALUES (?, ?, ?, ?)"
 _INSERT_LINK = "INSERT OR IGNORE INTO call_links VALUES (?, ?, ?, ?, ?)"
 _INSERT_PARENT = "INSERT OR IGNORE INTO call_parents VALUES (?, ?)"
-_INSERT_USE = "INSERT INTO uses VALUES (?, ?, ?)"
+# A run may reuse a call from its in-memory index after another process forgot
+# it: the use is then not recorded (a uses row must name an existing call).
+_INSERT_USE = (
+    "INSERT INTO uses SELECT ?1, ?2, ?3 WHERE EXISTS "
+    "(SELECT 1 FROM calls WHERE call_id = ?2)"
+)
 _COUNT_INTO_RUN = (
     "UPDATE runs SET calls = calls + ?, reused = reused + ?, computed = computed + ?, "
     "failed = failed + ? WHERE run_id = ?"
@@ -317,7 +330,7 @@ class Storage:
             self._write = _connect(self.db_path)
             _prepare_new_store(self._write, store_dir)
             missing = _missing_tables(self._write)
-            self._write.execute("PRAGMA synchronous = NORMAL")
+            _tune_writer(self._write)
             self._read = _connect(self.db_path)
         except sqlite3.Error as exc:
             raise _storage_error(store_dir, exc) from exc
@@ -338,7 +351,12 @@ class Storage:
         self._pending = _Pending()
         self._committing = _Pending()
         self._known_values: set[str] = set()
+        self._known_deps: set[str] = set()
         self._deps_cache: dict[str, dict[str, str]] = {}
+        #: Ops whose reusable calls are held in memory (see ``_call_index``), and
+        #: how many SQL lookups the others have made so far.
+        self._indexes: dict[str, OpIndex] = {}
+        self._lookups: dict[str, int] = {}
         self._closed = False
         #: The first write error; reported by ``close()``.
         self._error: StorageError | None = None
@@ -365,12 +383,18 @@ class Storage:
         except sqlite3.Error as exc:
             raise _storage_error(self.store_dir, exc) from exc
 
-    def candidates(
-        self, op_id: str, inputs_id: str
-    ) -> list[tuple[str, str, str, bytes | None]]:
-        """Stored reusable calls ``(call_id, deps_id, output_id, inline output bytes
-        or None)`` for these inputs, oldest first: one indexed query per lookup."""
-        rows: list[tuple[str, str, str, bytes | None]] = self._query(
+    def candidates(self, op_id: str, inputs_id: str) -> tuple[Candidate, ...]:
+        """Stored reusable calls ``(call_id, deps_id, output_id, pickled output or
+        None)`` for these inputs, oldest first: one indexed query per lookup, or,
+        for an op looked up often, a dict lookup in its in-memory index."""
+        index = self._indexes.get(op_id)
+        if index is not None:
+            return index.get(inputs_id)
+        lookups = self._lookups.get(op_id, 0) + 1
+        self._lookups[op_id] = lookups
+        if lookups >= LOAD_AFTER_LOOKUPS:
+            return self._load_index(op_id).get(inputs_id)
+        rows: list[Candidate] = self._query(
             "SELECT c.call_id, c.deps_id, c.output_id, v.data FROM calls c "
             "LEFT JOIN value_rows v ON v.value_id = c.output_id "
             "WHERE c.op_id = ? AND c.inputs_id = ? AND c.status = 'ok' "
@@ -381,7 +405,32 @@ class Storage:
             found = pending.calls.get((op_id, inputs_id))
             if found:
                 rows.extend((*row, None) for row in found)
-        return rows
+        return tuple(rows)
+
+    def _load_index(self, op_id: str) -> OpIndex:
+        """Read all of ``op_id``'s reusable calls into an ``OpIndex``, which from
+        now on also receives the calls this process stores."""
+        index = OpIndex()
+        # No commit may move rows from ``_committing`` to the database between the
+        # read and the merge of the buffered rows below.
+        with self._commit_lock:
+            rows = self._query(
+                "SELECT c.inputs_id, c.call_id, c.deps_id, c.output_id, "
+                f"CASE WHEN v.size <= {SMALL_OUTPUT} THEN v.data END "
+                "FROM calls c LEFT JOIN value_rows v ON v.value_id = c.output_id "
+                "WHERE c.op_id = ? AND c.status = 'ok' ORDER BY c.started",
+                (op_id,),
+            )
+            for row in rows:
+                index.add(*row)
+            with self._lock:
+                for pending in (self._committing, self._pending):
+                    for (op, inputs_id), calls in pending.calls.items():
+                        if op == op_id:
+                            for call_id, deps_id, output_id in calls:
+                                index.add(inputs_id, call_id, deps_id, output_id, None)
+                self._indexes[op_id] = index
+        return index
 
     def deps(self, deps_id: str) -> dict[str, str]:
         """A stored dependency set; parsed once per process (it never changes)."""
@@ -548,12 +597,19 @@ class Storage:
         except OSError as exc:
             raise _storage_error(self.store_dir, exc) from exc
 
+    def knows_value(self, value_id: str) -> bool:
+        """True when this process already stored ``value_id`` (no need to pickle it)."""
+        return value_id in self._known_values
+
     def add_deps(self, deps_id: str, data: str) -> None:
+        if deps_id in self._known_deps:
+            return
         with self._lock:
-            if deps_id in self._pending.deps:
-                return
             if self._append([(_INSERT_DEPS, (deps_id, data))]):
                 self._pending.deps[deps_id] = data
+                if len(self._known_deps) > 100_000:  # bounded memory in long runs
+                    self._known_deps.clear()
+                self._known_deps.add(deps_id)
 
     def add_call(
         self,
@@ -561,10 +617,12 @@ class Storage:
         edges: list[tuple[str, str, str, str]],
         links: list[tuple[str, str, str, str, str]] = (),  # type: ignore[assignment]
         children: list[str] = (),  # type: ignore[assignment]
+        output: bytes | None = None,
     ) -> None:
         """Buffer a call row (``calls`` column order), its value edges, provenance
         links, and the calls made while it computed (``children``). Its values and
-        deps must have been added before, so they commit no later than the call."""
+        deps must have been added before, so they commit no later than the call.
+        ``output`` (the pickled output, when at hand) lets a reuse skip reading it."""
         call_id, op_id, _version, inputs_id, deps_id, output_id, status = row[:7]
         statements: list[Statement] = [(_INSERT_CALL, row)]
         statements.extend((_INSERT_EDGE, edge) for edge in edges)
@@ -574,15 +632,27 @@ class Storage:
             if not self._append(statements):
                 return
             if status == "ok":
-                self._pending.calls.setdefault((op_id, inputs_id), []).append(
-                    (call_id, deps_id, output_id)
-                )
+                index = self._indexes.get(op_id)
+                if index is not None:
+                    index.add(inputs_id, call_id, deps_id, output_id, output)
+                else:
+                    self._pending.calls.setdefault((op_id, inputs_id), []).append(
+                        (call_id, deps_id, output_id)
+                    )
         if self._each_call or self._backpressure():
             self._flush_quietly()
 
     def add_use(self, run_id: str, call_id: str, used_at: float) -> None:
-        """Record that ``run_id`` reused stored call ``call_id``."""
-        self.add_row(_INSERT_USE, (run_id, call_id, used_at))
+        """Record that ``run_id`` reused stored call ``call_id`` (once per reuse:
+        this is ``add_row`` without its generality, on the path of every reuse)."""
+        with self._lock:
+            if self._dropping or self._closed:
+                return
+            self._buffer.append((_INSERT_USE, (run_id, call_id, used_at)))
+            if self._flusher is None:
+                self._start_flusher()
+        if self._each_call or len(self._buffer) > BACKPRESSURE_STATEMENTS:
+            self._flush_quietly()
 
     def add_row(self, sql: str, params: tuple[Any, ...]) -> None:
         """Buffer any other statement (functions, versions, uses, run updates)."""
@@ -734,10 +804,22 @@ class Storage:
             return
         try:
             self._write = _connect(self.db_path)
-            self._write.execute("PRAGMA synchronous = NORMAL")
+            _tune_writer(self._write)
             self._read = _connect(self.db_path)
         except sqlite3.Error as exc:
             self._fail(_storage_error(self.store_dir, exc), dropping=True)
+
+
+def _tune_writer(conn: sqlite3.Connection) -> None:
+    """Settings of the connection that commits a run's calls.
+
+    Content hashes as keys make every insert land at a random place in its
+    B-trees; with SQLite's default 2 MB page cache, a store of 100k calls no longer
+    fits and every commit re-reads pages from the OS. 64 MB (allocated only as
+    pages are used) keeps a store of about a million calls' index pages cached.
+    """
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
 
 
 def _prepare_new_store(conn: sqlite3.Connection, store_dir: Path) -> None:
@@ -762,7 +844,7 @@ def _prepare_new_store(conn: sqlite3.Connection, store_dir: Path) -> None:
 
 
 def _is_use(sql: str) -> bool:
-    return sql.startswith("INSERT INTO uses")
+    return sql == _INSERT_USE
 
 
 def _run_counts(batch: list[Statement], run_id: str) -> Statement:
