@@ -563,9 +563,7 @@ def _enc_function(fn: types.FunctionType, buf: bytearray, depth: int) -> None:
         # The names are part of the value: a program can read them (``__name__``
         # in a registry, a log line), so two functions of one code but different
         # names are different arguments.
-        _enc(fn.__module__, buf, depth)
-        _enc_name(buf, _T_STR, fn.__qualname__)
-        _enc_name(buf, _T_STR, fn.__name__)
+        _enc((fn.__module__, fn.__qualname__, fn.__name__), buf, depth)
         _enc(fn.__defaults__, buf, depth)
         _enc(fn.__kwdefaults__, buf, depth)
         closure = fn.__closure__ or ()
@@ -967,13 +965,13 @@ def _enc_instance(obj: Any, buf: bytearray, depth: int) -> None:
     module, qualname = name
     _enc_name(buf, _T_OBJECT, module)
     _enc_name(buf, _T_STR, qualname)
-    depth += 1
     stack.append(obj)
     try:
         if dict_descr is None:
             buf += _T_NONE
-        else:
+        else:  # one nesting level with the instance: its dict counts it
             _enc(dict_descr.__get__(obj, t), buf, depth)
+        depth += 1
         buf += _u64(len(slots))
         for member in slots:
             try:

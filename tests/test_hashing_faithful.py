@@ -286,6 +286,7 @@ def _hash_or_refuse(value: object) -> str | None:
 @pytest.mark.parametrize("module", [3, None, ["m"], property(lambda self: "m")])
 def test_non_str_module_never_crashes(module: object) -> None:
     cls = type("X", (), {"__module__": module})
+    assert _hashing._classify(cls) is _hashing._enc_instance
     _hash_or_refuse(cls())
     _hash_or_refuse(cls)
     _hash_or_refuse([cls(), {"k": cls}])
@@ -298,6 +299,7 @@ def test_half_imported_library_never_crashes(
     # A module in sys.modules that is still being imported: no ndarray, DataFrame...
     monkeypatch.setitem(sys.modules, library, types.ModuleType(library))
     cls = type("Thing", (), {"__module__": f"{library}.core"})
+    assert _hashing._classify(cls) is _hashing._enc_instance
     _hash_or_refuse(cls())
     _hash_or_refuse(cls)
     assert content_hash(Point(1, 2)) == content_hash(Point(1, 2))
@@ -452,9 +454,10 @@ def test_hashing_runs_no_user_code_under_run(project: Any) -> None:
     project.write("probes.py", _PROBES)
     plain = project.python("probes.py")
     assert plain.stderr.splitlines()[-1] == "0"
-    for _ in range(2):
+    for reused in (0, 5):
         run = project.run("probes.py")
         assert run.stdout == plain.stdout, run.stderr
+        assert run.counts()["reused"] == reused, run.stderr
         # Hashing (twice per computed call) reads no attribute: the one probe left
         # comes from pickling the argument once to store it (the runtime's codec).
         assert int(run.stderr.splitlines()[0]) <= 1, run.stderr
