@@ -124,6 +124,7 @@ def test_plain_instances_are_walked_not_pickled(no_pickling: list[object]) -> No
         Record("r", [1, 2]),
         SlottedRecord("s"),
         Point(Point(1, 2), [Slotted(3)]),
+        Recorder(),
     ]
     first = [content_hash(v) for v in values]
     assert [content_hash(v) for v in values] == first
