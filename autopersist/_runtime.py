@@ -1026,7 +1026,6 @@ class Runtime:
                     continue
                 storage.add_value(value_id, data, _type_name(value), _preview(value))
             edges.append((call_id, "in", name, value_id))
-        edges.append((call_id, "out", "output", output_id))
         links = self.provenance.links(call_id, state.bound, hashes)
         storage.add_call(
             (

@@ -16,15 +16,18 @@ Tables (documented for users in docs/store.md):
 ``calls``      one row per computed op call (never overwritten): op, version,
                ``inputs_id``, ``deps_id``, ``output_id``, status (``ok``, ``impure``,
                ``failed``), run, timing
-``call_values`` edges between calls and values: one row per input (role ``in``, name =
-               parameter) and output (role ``out``, name ``output``)
+``call_values`` edges from calls to their input values: one row per input (role ``in``,
+               name = parameter); the output is ``calls.output_id`` (stores of
+               format 1 also hold a row per output, role ``out``, ignored)
 ``call_links`` provenance: input ``name`` (or its element at ``path``, e.g. ``[2]``)
                is the output (or its element at ``source_path``) of ``source_call_id``;
                recorded at run time by content and object identity
 ``call_parents`` nesting: ``call_id`` was made (computed or reused) while
                ``parent_call_id`` was computing
 ``deps``       dependency sets, shared by the calls that have the same one (JSON list
-               of ``[kind, name, hash]``)
+               of ``[name, hash]`` pairs, sorted; a name is ``f:module:qualname`` for a
+               function, method or class, whose hash is its version, or
+               ``g:module:NAME`` for a global, whose hash is its value's)
 ``uses``       reuses of stored calls: which run reused which call, when
 ``value_rows`` values: type, size, a short preview, the pickled bytes inline when
                small (``data``), else NULL and the bytes in ``blobs/ab/cdef...``
@@ -32,8 +35,12 @@ Tables (documented for users in docs/store.md):
 
 from __future__ import annotations
 
-#: Bump when the schema changes; a store with a higher version is refused.
-SCHEMA_VERSION = 1
+#: Bump when the schema changes; a store with a higher version is refused, a store
+#: with a lower one is upgraded when a run opens it (``create_schema``).
+#: 2: no more ``out`` rows in ``call_values`` (outputs are ``calls.output_id``), no
+#: ``calls_by_run`` index; an older autopersist must not collect such a store's
+#: outputs as unreferenced, hence the bump.
+SCHEMA_VERSION = 2
 
 DDL = """
 CREATE TABLE IF NOT EXISTS _autopersist_meta (key TEXT PRIMARY KEY, value TEXT);

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from autopersist._schema import SCHEMA_VERSION
 from tests._helpers import REPO, tree_digest
 from tests.conftest import Project
 
@@ -128,7 +129,8 @@ CASES = [
         "newer-store",
         ("run", "good.py"),
         1,
-        "was written by a newer autopersist (store format 99, this version reads 1); "
+        "was written by a newer autopersist (store format 99, this version reads "
+        f"{SCHEMA_VERSION}); "
         "upgrade autopersist or use another --store.",
         _newer,
     ),
