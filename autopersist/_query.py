@@ -981,7 +981,8 @@ class Store:
                 keep_after = active - 1.0 if active is not None else math.inf
                 rows = conn.execute(
                     "SELECT v.value_id, v.size, v.data IS NULL, v.created FROM value_rows v "
-                    "WHERE NOT EXISTS (SELECT 1 FROM call_values cv WHERE cv.value_id = v.value_id) "
+                    "WHERE NOT EXISTS "
+                    "(SELECT 1 FROM call_values cv WHERE cv.value_id = v.value_id) "
                     "AND v.value_id NOT IN "
                     "(SELECT output_id FROM calls WHERE output_id IS NOT NULL)"
                 ).fetchall()
