@@ -39,7 +39,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Sequence
-from importlib.abc import MetaPathFinder
 from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
 from importlib.util import MAGIC_NUMBER, source_hash
 from pathlib import Path
@@ -47,7 +46,13 @@ from types import CodeType, ModuleType
 from typing import Any
 
 from autopersist._config import Config, library_prefixes, load_config
-from autopersist._names import ENV_ACTIVATE, ENV_ROOT, ENV_RUN_ID, ENV_STORE
+from autopersist._names import (
+    ENV_ACTIVATE,
+    ENV_ROOT,
+    ENV_RUN_ID,
+    ENV_STORE,
+    MARK_NAME,
+)
 from autopersist._runtime import Runtime
 from autopersist._storage import Storage
 from autopersist._transform import compile_rewritten, has_marker, rewrite_source
@@ -61,6 +66,7 @@ CHILD_STARTUP_DIR = Path(__file__).resolve().parent.parent / "hooks" / "child-st
 
 #: Part of the cached bytecode's name: a new release never reads an old rewrite.
 CACHE_TAG = "autopersist010r3"
+
 
 def _cached_code(path: str, data: bytes) -> CodeType | None:
     """The rewritten code cached for exactly this source, if any.
@@ -271,17 +277,22 @@ def export_to_children(config: Config, run_id: str) -> None:
 
 def startup_pth_installed() -> bool:
     """Whether site.py runs our start-up ``.pth`` in new interpreters."""
+    # While site.py is still processing a virtual environment's .pth files (this
+    # runs from one), getsitepackages() does not name that environment yet; the
+    # site directories on sys.path are also the cheap first look (getsitepackages
+    # imports sysconfig).
+    on_path = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    if any(os.path.isfile(os.path.join(d, STARTUP_PTH)) for d in on_path):
+        return True
     directories = (
         set(site.getsitepackages()) if hasattr(site, "getsitepackages") else set()
     )
     if site.ENABLE_USER_SITE:
         directories.add(site.getusersitepackages())
-    # While site.py is still processing a virtual environment's .pth files (this
-    # runs from one), getsitepackages() does not name that environment yet.
-    directories.update(
-        p for p in sys.path if p.endswith(("site-packages", "dist-packages"))
+    return any(
+        os.path.isfile(os.path.join(d, STARTUP_PTH))
+        for d in directories.difference(on_path)
     )
-    return any(os.path.isfile(os.path.join(d, STARTUP_PTH)) for d in directories)
 
 
 _PACKAGE_ROOT = str(Path(__file__).parent) + os.sep
@@ -410,6 +421,11 @@ def _internal_error(path: str, exc: Exception) -> TransformError:
     return TransformError(msg)
 
 
+#: The mark where nothing is tracked: a C-level call that does nothing
+#: (discarding from a set that stays empty).
+_NO_MARK = set().discard
+
+
 class _LateBinding:
     """``builtins.__autopersist__``: rewritten code executed without our loader
     (``runpy`` for ``python -m``, ``runpy.run_path`` for ``multiprocessing``'s
@@ -430,7 +446,7 @@ class _LateBinding:
             return
         # autopersist is off here: the module runs as plain Python.
         namespace["__autopersist__"] = _PlainModule()
-        namespace["__autopersist_mark__"] = set().discard
+        namespace[MARK_NAME] = _NO_MARK
 
 
 class _PlainModule:
@@ -473,8 +489,10 @@ def _run_path(
     return result
 
 
-class PersistFinder(MetaPathFinder):
-    """Finds project modules and gives their specs a ``PersistLoader``."""
+class PersistFinder:
+    """Finds project modules and gives their specs a ``PersistLoader`` (a meta path
+    finder; not derived from ``importlib.abc.MetaPathFinder``, whose import costs a
+    millisecond of every run's start-up)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -536,6 +554,11 @@ def install(
     finder = PersistFinder(session)
     sys.meta_path.insert(0, finder)
     builtins.__autopersist__ = _LateBinding()  # type: ignore[attr-defined]
+    # A function rebuilt from an instrumented one's code with other globals
+    # (``types.FunctionType(f.__code__, {"__builtins__": ...})``, as some
+    # libraries do) finds the mark here, in builtins, and runs untracked, as
+    # plain Python would run it, instead of raising NameError.
+    setattr(builtins, MARK_NAME, _NO_MARK)
     runpy.run_path = _run_path
     _warn_already_imported(session)
     return HookHandle(finder)
