@@ -21,7 +21,21 @@ from autopersist.errors import AutopersistError
 
 class _Group(click.Group):
     """Turns ``AutopersistError`` into a one-line message and exit status 1, and an
-    unexpected exception (a bug) into one line asking for a report."""
+    unexpected exception (a bug) into one line asking for a report.
+
+    The query and version commands are added on first need: ``run`` (the
+    command whose start-up time matters) never imports their modules.
+    """
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and _register_commands():
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _register_commands()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -139,12 +153,18 @@ def rewrite(file: str) -> None:
             click.echo(f"# {entry.qualname}: {what}", err=True)
 
 
-def _register_commands() -> None:
+_registered = False
+
+
+def _register_commands() -> bool:
+    """Add the query and version commands; False when they already were."""
+    global _registered
+    if _registered:
+        return False
+    _registered = True
     from autopersist._cli_query import COMMANDS as QUERY_COMMANDS
     from autopersist._cli_versions import COMMANDS as VERSION_COMMANDS
 
     for command in (*QUERY_COMMANDS, *VERSION_COMMANDS):
         main.add_command(command)
-
-
-_register_commands()
+    return True
