@@ -168,9 +168,9 @@ def _op_wrapper(
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         kind, value = begin(op, args, kwargs)
-        if kind is reused:
+        if kind == reused:
             return value
-        if kind is plain:
+        if kind == plain:
             return func(*args, **kwargs)
         try:
             result = func(*args, **kwargs)
@@ -231,9 +231,29 @@ class OpState:
         return inspect.signature(self.func)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # An op wrapper passed as a value is hashed with its closure, which holds
-        # this object: let it stand for the op's identity and version.
-        return (str, (f"{self.info.func_id}@{self.info.version}",))
+        # Held in an op wrapper's closure, so pickled with a wrapper sent by value
+        # (cloudpickle does so for ops defined in ``__main__``, e.g. to loky
+        # workers) and hashed when an op is passed as a value: it stands for the
+        # op's identity and version, and becomes the receiving process's own op.
+        return (
+            _op_state_here,
+            (
+                self.info.func_id,
+                self.info.version,
+                self.func,
+                tuple(sorted(self.ignore)),
+                self.always,
+            ),
+        )
+
+    @classmethod
+    def stand_in(cls, func: FunctionType) -> OpState:
+        """An op this process cannot memoize (its module is not registered here):
+        its calls run the function plain."""
+        state = cls.__new__(cls)
+        state.func = func
+        state.plain = True
+        return state
 
     def bind(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -313,18 +333,24 @@ class Counters:
 
 
 _MISSING = object()
-#: What ``Runtime.begin_call`` tells an op wrapper to do.
-_REUSED, _PLAIN, _COMPUTE = "reused", "plain", "compute"
+#: What ``Runtime.begin_call`` tells an op wrapper to do. Small ints: a wrapper
+#: pickled by value (cloudpickle) compares them equal in any process.
+_REUSED, _PLAIN, _COMPUTE = 1, 2, 3
+#: The runtime of this process, for op wrappers unpickled here (see ``__reduce__``).
+_current: weakref.ref[Runtime] | None = None
 
 
 class Runtime:
     """Process-wide state: registered modules and functions, the store, counters."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Held in every op wrapper's closure; carries no content of its own.
-        return (str, ("autopersist.Runtime",))
+        # Held in every op wrapper's closure; carries no content of its own and
+        # becomes the runtime of the process that unpickles it.
+        return (_runtime_here, ())
 
     def __init__(self, config: Config, storage: Storage, run_id: str) -> None:
+        global _current
+        _current = weakref.ref(self)
         self.config = config
         self.storage = storage
         self.run_id = run_id
@@ -417,7 +443,7 @@ class Runtime:
 
     def begin_call(
         self, op: OpState, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[str, Any]:
+    ) -> tuple[int, Any]:
         """The first half of an op call: ``(_REUSED, result)``, ``(_PLAIN, None)``
         (run the function unmemoized) or ``(_COMPUTE, state)`` (run it, then hand
         ``state`` and the result to ``finish_call``, or the exception to
@@ -1115,6 +1141,42 @@ class Runtime:
             "result.",
             UnhashableArgumentWarning,
         )
+
+
+class _NoRuntime:
+    """Stands for the runtime in a process without one: op calls run plain."""
+
+    def begin_call(
+        self, op: OpState, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[int, Any]:
+        return _PLAIN, None
+
+    def finish_call(self, state: _Computing, result: Any) -> Any:
+        return result
+
+    def fail_call(self, state: _Computing, exc: BaseException) -> None:
+        return None
+
+
+def _runtime_here() -> Runtime | _NoRuntime:
+    runtime = _current() if _current is not None else None
+    return runtime if runtime is not None else _NoRuntime()
+
+
+def _op_state_here(
+    func_id: str,
+    version: str,
+    func: FunctionType,
+    ignore: tuple[str, ...],
+    always: bool,
+) -> OpState:
+    """The op state of an unpickled op wrapper: memoized when this process runs
+    the same version of the op, else plain."""
+    runtime = _current() if _current is not None else None
+    info = runtime.by_func_id.get(func_id) if runtime is not None else None
+    if info is None or info.version != version or not info.is_op:
+        return OpState.stand_in(func)
+    return OpState(info, func, ignore=frozenset(ignore), always=always)
 
 
 class Provenance:

@@ -109,13 +109,6 @@ def test_joblib_loky_workers_memoize(project):
     assert check_consistency(project.store) == []
 
 
-@pytest.mark.xfail(
-    reason="an op defined in __main__ is pickled by value by cloudpickle (loky), and "
-    "Runtime/OpState.__reduce__ (in _runtime.py) reduce to plain strings: the "
-    "worker's copy cannot run; needs the _runtime change described in "
-    "docs/durability.md",
-    strict=True,
-)
 def test_joblib_loky_running_an_op_of_the_marked_main_script(project):
     project.write(
         "jlmain.py",
@@ -133,6 +126,11 @@ def test_joblib_loky_running_an_op_of_the_marked_main_script(project):
     result = project.run("jlmain.py")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "285\n"
+    # The workers cannot memoize an op of the main script (its module is not
+    # imported there): they run it plain, and the run's own calls are none.
+    again = project.run("jlmain.py")
+    assert again.stdout == "285\n", again.stderr
+    assert check_consistency(project.store) == []
 
 
 def test_os_fork_children_commit_before_os_exit(project):
