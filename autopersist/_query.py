@@ -1095,14 +1095,18 @@ def _unlink(path: Path) -> int | None:
 
 
 def _blob_files(root: Path) -> Iterator[tuple[Path, str]]:
-    """``(path, value_id)`` of every blob file (temporary files excluded)."""
+    """``(path, value_id)`` of every blob file; a temporary file (a blob being
+    written, or left behind by a killed run) has the value id ``""``, which no row
+    names, so gc removes it once it is old enough."""
     if not root.is_dir():
         return
     for folder in root.iterdir():
         if not folder.is_dir() or len(folder.name) != 2:
             continue
         for path in folder.iterdir():
-            if not path.name.startswith("."):
+            if path.name.startswith(".tmp-"):
+                yield path, ""
+            elif not path.name.startswith("."):
                 yield path, folder.name + path.name
 
 

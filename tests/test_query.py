@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -234,6 +235,23 @@ def test_gc_deletes_blob_files(project):
     assert result.blob_files == 1
     assert result.bytes_freed >= 256_000
     assert not blobs[0].exists()
+
+
+def test_gc_deletes_temporary_blob_files_left_by_a_killed_run(project):
+    project.write("one.py", "# persist\ndef f(x):\n    return x\n\nf(1)\n")
+    assert project.run("one.py").returncode == 0
+    folder = project.store / "blobs" / "ab"
+    folder.mkdir(parents=True)
+    stale, fresh = folder / ".tmp-killed", folder / ".tmp-writing"
+    stale.write_bytes(b"x" * 1000)
+    fresh.write_bytes(b"y" * 10)
+    hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (hours_ago, hours_ago))
+    with autopersist.Store(project.store) as store:
+        result = store.gc()
+    assert not stale.exists()
+    assert fresh.exists()  # may be a blob another run is writing right now
+    assert result.blob_files == 1 and result.bytes_freed == 1000
 
 
 def test_failed_calls_are_shown_on_request(project):
