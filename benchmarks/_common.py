@@ -17,6 +17,7 @@ Child processes get:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -56,6 +57,34 @@ def add_common_args(parser: Any) -> None:
         help="directory holding the autopersist package to measure "
         "(default: this repository, or $AUTOPERSIST_BENCH_PKG)",
     )
+
+
+def script_main(
+    doc: str,
+    title: str,
+    notes: Sequence[str],
+    arguments: Callable[[argparse.ArgumentParser], None],
+    rows_for: Callable[[argparse.Namespace], list[Row]],
+    argv: list[str] | None = None,
+) -> int:
+    """The ``main`` of a benchmark script: its own options (``arguments``) and
+    ``--package-root``, then the rows ``rows_for(args)`` as one titled table."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    arguments(parser)
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    set_package_root(args.package_root)
+    report(title, rows_for(args), notes)
+    return 0
+
+
+#: A marked module with one op, ``inc(x) = x + 1``, that the hot-op guard never
+#: switches off: what the per-call and memory benchmarks call N times.
+INC_OPS = """\
+# persist
+def inc(x):  # persist: always
+    return x + 1
+"""
 
 
 # --------------------------------------------------------------------------- children

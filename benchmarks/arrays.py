@@ -32,13 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     Row,
-    add_common_args,
     ap_args,
     median,
     progress,
-    report,
     run_child,
-    set_package_root,
+    script_main,
     write,
 )
 
@@ -221,16 +219,20 @@ NOTES = (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes-mb", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--reps", type=int, default=3, help="repetitions below 100 MB")
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-    set_package_root(args.package_root)
-    rows = run(args.sizes_mb, args.reps)
-    report("numpy pipeline", rows, NOTES)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return script_main(
+        __doc__,
+        "numpy pipeline",
+        NOTES,
+        _arguments,
+        lambda args: run(args.sizes_mb, args.reps),
+        argv,
+    )
 
 
 if __name__ == "__main__":

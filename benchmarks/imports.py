@@ -32,14 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     Row,
-    add_common_args,
     ap_args,
     child_env,
     median,
     progress,
-    report,
     run_child,
-    set_package_root,
+    script_main,
     write,
 )
 
@@ -286,16 +284,20 @@ NOTES = (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lines", type=int, default=3000)
     parser.add_argument("--reps", type=int, default=10)
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-    set_package_root(args.package_root)
-    rows = run(args.lines, args.reps)
-    report("Imports and start-up", rows, NOTES)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return script_main(
+        __doc__,
+        "Imports and start-up",
+        NOTES,
+        _arguments,
+        lambda args: run(args.lines, args.reps),
+        argv,
+    )
 
 
 if __name__ == "__main__":

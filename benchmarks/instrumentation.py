@@ -45,13 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     Row,
-    add_common_args,
     ap_args,
     median,
     progress,
-    report,
     run_child,
-    set_package_root,
+    script_main,
     write,
 )
 
@@ -194,8 +192,7 @@ NOTES = (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calls", type=int, default=2_000_000, help="cheap calls made by the op"
     )
@@ -206,12 +203,17 @@ def main(argv: list[str] | None = None) -> int:
         help="calls for the '# persist: always' variant (0: skip it)",
     )
     parser.add_argument("--reps", type=int, default=3)
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-    set_package_root(args.package_root)
-    rows = run(args.calls, args.reps, args.always_calls)
-    report("Instrumentation overhead", rows, NOTES)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return script_main(
+        __doc__,
+        "Instrumentation overhead",
+        NOTES,
+        _arguments,
+        lambda args: run(args.calls, args.reps, args.always_calls),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -27,21 +27,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    INC_OPS,
     Row,
-    add_common_args,
     ap_args,
     progress,
-    report,
     run_child,
-    set_package_root,
+    script_main,
     write,
 )
-
-OPS = """\
-# persist
-def inc(x):  # persist: always
-    return x + 1
-"""
 
 MAIN = """\
 import atexit
@@ -89,7 +82,7 @@ def run(calls: int = 1_000_000, reuse: bool = True) -> list[Row]:
     rows: list[Row] = []
     label = f"{calls:,} calls"
     with tempfile.TemporaryDirectory(prefix="apbench-") as d:
-        write(d, "ops.py", OPS)
+        write(d, "ops.py", INC_OPS)
         write(d, "main.py", MAIN)
         progress(f"memory: plain, {calls} calls")
         plain = run_child(["main.py", calls], d)
@@ -162,16 +155,20 @@ NOTES = (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--no-reuse", action="store_true", help="skip the second run")
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-    set_package_root(args.package_root)
-    rows = run(args.calls, not args.no_reuse)
-    report("Memory of a long run", rows, NOTES)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return script_main(
+        __doc__,
+        "Memory of a long run",
+        NOTES,
+        _arguments,
+        lambda args: run(args.calls, not args.no_reuse),
+        argv,
+    )
 
 
 if __name__ == "__main__":

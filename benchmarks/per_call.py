@@ -28,27 +28,22 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    INC_OPS,
+    Child,
     Row,
-    add_common_args,
     ap_args,
     median,
     progress,
-    report,
     run_child,
-    set_package_root,
+    script_main,
     write,
 )
-
-OPS = """\
-# persist
-def inc(x):  # persist: always
-    return x + 1
-"""
 
 MAIN = """\
 import json
@@ -92,7 +87,7 @@ BENCH = "per-call"
 
 
 def _setup(directory: str) -> None:
-    write(directory, "ops.py", OPS)
+    write(directory, "ops.py", INC_OPS)
     write(directory, "main.py", MAIN)
     write(directory, "jl_main.py", JOBLIB_MAIN)
 
@@ -101,39 +96,46 @@ def _us(seconds: float, n: int) -> float:
     return seconds / n * 1e6
 
 
-def measure_autopersist(n: int, reps: int) -> dict[str, float]:
-    """Median µs/call over ``reps`` fresh stores: new and reused, loop and whole run."""
-    new_loop, reuse_loop, new_run, reuse_run, new_cpu, reuse_cpu = (
-        [],
-        [],
-        [],
-        [],
-        [],
-        [],
-    )
+def _new_and_reused(
+    reps: int, n: int, runs: Callable[[str], tuple[float, Child, Child]]
+) -> dict[str, float]:
+    """Median µs/call over ``reps`` fresh directories of a first (new calls) and a
+    second (reused) run: in the loop, over the whole run, and in CPU time.
+    ``runs(directory)`` gives the wall time of a 0-call run and the two runs."""
+    figures: dict[str, list[float]] = {
+        key: []
+        for key in (
+            "new_loop",
+            "reuse_loop",
+            "new_run",
+            "reuse_run",
+            "new_cpu",
+            "reuse_cpu",
+        )
+    }
     for _ in range(reps):
         with tempfile.TemporaryDirectory(prefix="apbench-") as d:
             _setup(d)
-            # A 0-call run first, twice: rewrites and caches the modules' bytecode
-            # and creates the store, so the N-call runs differ only by the calls.
-            run_child(ap_args("main.py", 0, 0), d)
-            base = median(run_child(ap_args("main.py", 0, 0), d).wall for _ in range(3))
-            first = run_child(ap_args("main.py", 0, n), d)
-            second = run_child(ap_args("main.py", 0, n), d)
-            new_loop.append(_us(first.data["seconds"], n))
-            reuse_loop.append(_us(second.data["seconds"], n))
-            new_run.append(_us(first.wall - base, n))
-            reuse_run.append(_us(second.wall - base, n))
-            new_cpu.append(_us(first.data["cpu"], n))
-            reuse_cpu.append(_us(second.data["cpu"], n))
-    return {
-        "new_loop": median(new_loop),
-        "reuse_loop": median(reuse_loop),
-        "new_run": median(new_run),
-        "reuse_run": median(reuse_run),
-        "new_cpu": median(new_cpu),
-        "reuse_cpu": median(reuse_cpu),
-    }
+            base, first, second = runs(d)
+            for prefix, child in (("new", first), ("reuse", second)):
+                figures[f"{prefix}_loop"].append(_us(child.data["seconds"], n))
+                figures[f"{prefix}_run"].append(_us(child.wall - base, n))
+                figures[f"{prefix}_cpu"].append(_us(child.data["cpu"], n))
+    return {key: median(values) for key, values in figures.items()}
+
+
+def measure_autopersist(n: int, reps: int) -> dict[str, float]:
+    """Median µs/call over ``reps`` fresh stores: new and reused, loop and whole run."""
+
+    def runs(d: str) -> tuple[float, Child, Child]:
+        # A 0-call run first, twice: rewrites and caches the modules' bytecode
+        # and creates the store, so the N-call runs differ only by the calls.
+        run_child(ap_args("main.py", 0, 0), d)
+        base = median(run_child(ap_args("main.py", 0, 0), d).wall for _ in range(3))
+        first = run_child(ap_args("main.py", 0, n), d)
+        return base, first, run_child(ap_args("main.py", 0, n), d)
+
+    return _new_and_reused(reps, n, runs)
 
 
 def measure_plain(n: int, reps: int) -> dict[str, float]:
@@ -147,37 +149,13 @@ def measure_plain(n: int, reps: int) -> dict[str, float]:
 
 
 def measure_joblib(n: int, reps: int) -> dict[str, float]:
-    new_loop, reuse_loop, new_run, reuse_run, new_cpu, reuse_cpu = (
-        [],
-        [],
-        [],
-        [],
-        [],
-        [],
-    )
-    for _ in range(reps):
-        with tempfile.TemporaryDirectory(prefix="apbench-") as d:
-            _setup(d)
-            store = str(Path(d) / "joblib")
-            base = median(
-                run_child(["jl_main.py", 0, 0, store], d).wall for _ in range(3)
-            )
-            first = run_child(["jl_main.py", 0, n, store], d)
-            second = run_child(["jl_main.py", 0, n, store], d)
-            new_loop.append(_us(first.data["seconds"], n))
-            reuse_loop.append(_us(second.data["seconds"], n))
-            new_run.append(_us(first.wall - base, n))
-            reuse_run.append(_us(second.wall - base, n))
-            new_cpu.append(_us(first.data["cpu"], n))
-            reuse_cpu.append(_us(second.data["cpu"], n))
-    return {
-        "new_loop": median(new_loop),
-        "reuse_loop": median(reuse_loop),
-        "new_run": median(new_run),
-        "reuse_run": median(reuse_run),
-        "new_cpu": median(new_cpu),
-        "reuse_cpu": median(reuse_cpu),
-    }
+    def runs(d: str) -> tuple[float, Child, Child]:
+        store = str(Path(d) / "joblib")
+        base = median(run_child(["jl_main.py", 0, 0, store], d).wall for _ in range(3))
+        first = run_child(["jl_main.py", 0, n, store], d)
+        return base, first, run_child(["jl_main.py", 0, n, store], d)
+
+    return _new_and_reused(reps, n, runs)
 
 
 def measure_growth(prefill: int, n: int) -> dict[str, float]:
@@ -191,6 +169,22 @@ def measure_growth(prefill: int, n: int) -> dict[str, float]:
         "new_loop": _us(first.data["seconds"], n),
         "reuse_loop": _us(second.data["seconds"], n),
     }
+
+
+def _vs_joblib(
+    measure: str, ap: float, plain: float, jl: float | None, *, is_target: bool
+) -> Row:
+    """A µs/call row; at the target size, the target of 8x cheaper than joblib."""
+    return Row(
+        BENCH,
+        measure,
+        "µs/call",
+        ap,
+        plain,
+        jl,
+        target=">= 8x cheaper than joblib" if is_target else "",
+        met=(jl / ap >= 8) if (is_target and jl) else None,
+    )
 
 
 def _label(n: int) -> str:
@@ -220,18 +214,13 @@ def run(
         label = _label(n)
         is_target = n == 10_000
         for kind, name in (("new", "new"), ("reuse", "reused")):
-            loop = ap[f"{kind}_loop"]
-            jl_loop = jl[f"{kind}_loop"] if jl else None
             rows.append(
-                Row(
-                    BENCH,
+                _vs_joblib(
                     f"{name}, {label} calls, loop",
-                    "µs/call",
-                    loop,
+                    ap[f"{kind}_loop"],
                     plain["loop"],
-                    jl_loop,
-                    target=">= 8x cheaper than joblib" if is_target else "",
-                    met=(jl_loop / loop >= 8) if (is_target and jl_loop) else None,
+                    jl[f"{kind}_loop"] if jl else None,
+                    is_target=is_target,
                 )
             )
             if is_target:
@@ -247,18 +236,13 @@ def run(
                 )
             if n < 10_000:
                 continue  # wall-time noise (~10 ms) swamps the figure below 10k calls
-            run_us = ap[f"{kind}_run"]
-            jl_run = jl[f"{kind}_run"] if jl else None
             rows.append(
-                Row(
-                    BENCH,
+                _vs_joblib(
                     f"{name}, {label} calls, whole run (incl. exit commit)",
-                    "µs/call",
-                    run_us,
+                    ap[f"{kind}_run"],
                     plain["loop"],
-                    jl_run,
-                    target=">= 8x cheaper than joblib" if is_target else "",
-                    met=(jl_run / run_us >= 8) if (is_target and jl_run) else None,
+                    jl[f"{kind}_run"] if jl else None,
+                    is_target=is_target,
                 )
             )
     big = max(sizes)
@@ -302,8 +286,7 @@ NOTES = (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000]
     )
@@ -317,12 +300,17 @@ def main(argv: list[str] | None = None) -> int:
         "--reps", type=int, default=3, help="repetitions for sizes <= 10k"
     )
     parser.add_argument("--no-growth", action="store_true")
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-    set_package_root(args.package_root)
-    rows = run(args.sizes, args.joblib_max, args.reps, not args.no_growth)
-    report("Per-call cost of a trivial op", rows, NOTES)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return script_main(
+        __doc__,
+        "Per-call cost of a trivial op",
+        NOTES,
+        _arguments,
+        lambda args: run(args.sizes, args.joblib_max, args.reps, not args.no_growth),
+        argv,
+    )
 
 
 if __name__ == "__main__":
