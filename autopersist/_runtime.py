@@ -26,6 +26,7 @@ import inspect
 import json
 import logging
 import os
+import reprlib
 import sys
 import threading
 import time
@@ -1288,9 +1289,22 @@ def _type_name(value: object) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
+_CONTAINERS = frozenset({list, tuple, dict, set, frozenset})
+_PREVIEW_ITEMS = 50
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = _SHORT_REPR.maxdict = _PREVIEW_ITEMS
+_SHORT_REPR.maxset = _SHORT_REPR.maxfrozenset = _PREVIEW_ITEMS
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _PREVIEW_CHARS
+
+
 def _preview(value: object, limit: int = _PREVIEW_CHARS) -> str:
     try:
-        text = repr(value)
+        if type(value) in _CONTAINERS and len(value) > _PREVIEW_ITEMS:  # type: ignore[arg-type]
+            # repr of a big container costs time in proportion to its size, all
+            # but the first few hundred characters thrown away.
+            text = _SHORT_REPR.repr(value)
+        else:
+            text = repr(value)
     except Exception:
         text = f"<{type(value).__name__}>"
     if len(text) > limit:
