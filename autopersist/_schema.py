@@ -37,9 +37,10 @@ from __future__ import annotations
 
 #: Bump when the schema changes; a store with a higher version is refused, a store
 #: with a lower one is upgraded when a run opens it (``create_schema``).
-#: 2: no more ``out`` rows in ``call_values`` (outputs are ``calls.output_id``), no
-#: ``calls_by_run`` index; an older autopersist must not collect such a store's
-#: outputs as unreferenced, hence the bump.
+#: 2: no more ``out`` rows in ``call_values`` (outputs are ``calls.output_id``); no
+#: ``calls_by_run`` and ``uses_by_call`` indexes in new stores (every reuse appends
+#: to ``uses``; only ``forget`` looks its rows up by call). An older autopersist
+#: must not collect such a store's outputs as unreferenced, hence the bump.
 SCHEMA_VERSION = 2
 
 DDL = """
@@ -89,5 +90,4 @@ CREATE TABLE IF NOT EXISTS call_parents (
 );
 CREATE INDEX IF NOT EXISTS call_parents_by_parent ON call_parents (parent_call_id);
 CREATE TABLE IF NOT EXISTS uses (run_id TEXT, call_id TEXT, used_at REAL);
-CREATE INDEX IF NOT EXISTS uses_by_call ON uses (call_id);
 """
