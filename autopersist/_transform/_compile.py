@@ -96,8 +96,58 @@ class _Plan:
 
 
 def _place(plan: _Plan, node: ast.AST, at: Position) -> None:
-    for sub in ast.walk(node):
+    for sub in _nodes(node):
         plan.places[id(sub)] = at
+
+
+#: Fields that never hold positioned nodes (contexts and operators).
+_NO_POSITIONS = frozenset({"ctx", "op", "ops"})
+_fields_cache: dict[type[ast.AST], tuple[str, ...]] = {}
+
+
+def _nodes(root: ast.AST) -> list[ast.AST]:
+    """``root`` and every node under it that can have a position (``ast.walk``
+    without the shared context and operator nodes, and faster)."""
+    found = [root]
+    fields_cache = _fields_cache
+    at = 0
+    while at < len(found):
+        node = found[at]
+        at += 1
+        cls = type(node)
+        fields = fields_cache.get(cls)
+        if fields is None:
+            fields = fields_cache[cls] = tuple(
+                f for f in cls._fields if f not in _NO_POSITIONS
+            )
+        for name in fields:
+            value = getattr(node, name, None)
+            if isinstance(value, list):
+                found.extend(item for item in value if isinstance(item, ast.AST))
+            elif isinstance(value, ast.AST):
+                found.append(value)
+    return found
+
+
+def _functions(body: list[ast.stmt]) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+    """Every function of a module, nested ones included (functions are statements:
+    only statement lists are looked into)."""
+    found: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
+    pending = [body]
+    while pending:
+        for statement in pending.pop():
+            if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found.append(statement)
+            for name in ("body", "orelse", "finalbody"):
+                inner = getattr(statement, name, None)
+                if isinstance(inner, list):
+                    pending.append(inner)
+            for clause in (
+                *getattr(statement, "handlers", ()),
+                *getattr(statement, "cases", ()),
+            ):
+                pending.append(clause.body)
+    return found
 
 
 def _plan(tree: ast.Module, lines: list[str]) -> _Plan:
@@ -139,9 +189,7 @@ def _plan(tree: ast.Module, lines: list[str]) -> _Plan:
             fallback = (before.lineno, before.col_offset) if before else (1, 0)
             statement(tree.body, index, fallback)
             break
-    for func in ast.walk(tree):
-        if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
+    for func in _functions(tree.body):
         for index, node in enumerate(func.body[:3]):
             if _is_mark(node):
                 statement(func.body, index, (func.lineno, func.col_offset))
@@ -176,7 +224,7 @@ def rewritten_tree(text: str, filename: str) -> ast.Module:
     mapping = _line_map(plan, len(lines))
     last = len(mapping) - 1
     shifts, ends, places = plan.shifts, plan.ends, plan.places
-    for node in ast.walk(tree):
+    for node in _nodes(tree):
         lineno = getattr(node, "lineno", None)
         if lineno is None:
             continue

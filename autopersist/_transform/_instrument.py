@@ -28,6 +28,8 @@ function and resolved by the runtime when the call ends.
 
 from __future__ import annotations
 
+import dataclasses
+
 import libcst as cst
 from libcst import matchers as m
 
@@ -88,95 +90,139 @@ def _op_decorator(entry: Entry) -> cst.Decorator:
     return cst.Decorator(decorator=expression, trailing_whitespace=_INSERTED_WHITESPACE)
 
 
-class InstrumentModuleTransformer(cst.CSTTransformer):
+def instrument_module(
+    module: cst.Module,
+    entries: dict[cst.CSTNode, Entry],
+    prefix: str,
+    register: cst.Expr,
+) -> cst.Module:
     """Inserts the register call, the mark prologues and the op decorators.
 
-    ``entries`` maps original ``FunctionDef`` nodes to their entries; ``prefix`` makes
-    the runtime keys of this module unique within a process.
+    ``entries`` maps the module's own ``FunctionDef`` nodes to their entries;
+    ``prefix`` makes the runtime keys of this module unique within a process. Only
+    the statements on the way to an entry are rebuilt; everything else is shared
+    with ``module``.
     """
+    rebuilt = _rebuild(module, entries, prefix)
+    assert isinstance(rebuilt, cst.Module)
+    return _with_register(rebuilt, register)
 
-    def __init__(
-        self, entries: dict[cst.CSTNode, Entry], prefix: str, register: cst.Expr
-    ) -> None:
-        super().__init__()
-        self._entries = entries
-        self._prefix = prefix
-        self._register = register
 
-    def leave_FunctionDef(
-        self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef
-    ) -> cst.FunctionDef:
-        entry = self._entries.get(original_node)
-        if entry is None:
-            return updated_node
-        mark = _mark_call(f"{self._prefix}:{entry.index}")
-        body = updated_node.body
-        if isinstance(body, cst.IndentedBlock):
-            statements = list(body.body)
-            line = _docstring_line(statements[0] if statements else None)
-            if line is not None and len(line.body) > 1:
-                # '"doc"; x = 1': a line of its own would run after "x = 1", so the
-                # mark joins the line after the docstring (_compile moves the
-                # columns back).
-                statements[0] = line.with_changes(
-                    body=[line.body[0], mark, *line.body[1:]]
-                )
-            else:
-                at = 1 if line is not None else 0
-                statements.insert(
-                    at,
-                    cst.SimpleStatementLine(
-                        [mark], trailing_whitespace=_INSERTED_WHITESPACE
-                    ),
-                )
-            body = body.with_changes(body=statements)
+def _rebuild(
+    node: cst.CSTNode, entries: dict[cst.CSTNode, Entry], prefix: str
+) -> cst.CSTNode:
+    """``node`` with its entry functions instrumented. Entries are statements
+    outside functions: only statements, suites and clauses are looked into."""
+    if isinstance(node, cst.FunctionDef):
+        entry = entries.get(node)
+        return node if entry is None else _instrument_function(node, entry, prefix)
+    changes: dict[str, object] = {}
+    for name in _statement_fields(type(node)):
+        value = getattr(node, name)
+        if isinstance(value, cst.CSTNode):
+            new = _rebuild(value, entries, prefix)
+            if new is not value:
+                changes[name] = new
+        elif isinstance(value, (tuple, list)):
+            items = [_rebuild(item, entries, prefix) for item in value]
+            if any(new is not old for new, old in zip(items, value, strict=True)):
+                changes[name] = items
+    return node.with_changes(**changes) if changes else node
+
+
+#: Where statements holding definitions can be: suites, clauses and statement lists.
+_HOLDS_STATEMENTS = (
+    cst.BaseSuite,
+    cst.BaseCompoundStatement,
+    cst.Else,
+    cst.Finally,
+    cst.ExceptHandler,
+    cst.ExceptStarHandler,
+    cst.MatchCase,
+)
+_statement_field_cache: dict[type[cst.CSTNode], tuple[str, ...]] = {}
+
+
+def _statement_fields(cls: type[cst.CSTNode]) -> tuple[str, ...]:
+    """The fields of ``cls`` that can hold statements, suites or clauses."""
+    names = _statement_field_cache.get(cls)
+    if names is None:
+        if issubclass(cls, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+            names = ()  # small statements only
         else:
-            # "def f(x): return x": the mark joins the same line, nothing is inserted.
-            small = list(body.body)
-            at = 1 if small and _is_docstring_expr(small[0]) else 0
-            small.insert(at, mark)
-            body = body.with_changes(body=small)
-        updated_node = updated_node.with_changes(body=body)
-        if entry.is_op:
-            updated_node = updated_node.with_changes(
-                decorators=[*updated_node.decorators, _op_decorator(entry)]
+            names = tuple(
+                f.name
+                for f in dataclasses.fields(cls)
+                if f.name in ("body", "orelse", "handlers", "finalbody", "cases")
             )
-        return updated_node
+        _statement_field_cache[cls] = names
+    return names
 
-    def leave_Module(
-        self, original_node: cst.Module, updated_node: cst.Module
-    ) -> cst.Module:
-        """The register call goes first after the docstring and ``__future__``
-        imports: on a line of its own, or, when the header shares a line with
-        other code (``"doc"; import x``), into that line."""
-        statements = list(updated_node.body)
-        at = 0
-        while at < len(statements):
-            statement = statements[at]
-            if not isinstance(statement, cst.SimpleStatementLine):
-                break
-            small = list(statement.body)
-            header = 0
-            while header < len(small) and (
-                (at == 0 and header == 0 and _is_docstring_expr(small[0]))
-                or _is_future_import(small[header])
-            ):
-                header += 1
-            if header == len(small):
-                at += 1  # the whole line is header: look at the next one
-                continue
-            if header:
-                small.insert(header, self._register)
-                statements[at] = statement.with_changes(body=small)
-                return updated_node.with_changes(body=statements)
+
+def _instrument_function(
+    node: cst.FunctionDef, entry: Entry, prefix: str
+) -> cst.FunctionDef:
+    mark = _mark_call(f"{prefix}:{entry.index}")
+    body = node.body
+    if isinstance(body, cst.IndentedBlock):
+        statements = list(body.body)
+        line = _docstring_line(statements[0] if statements else None)
+        if line is not None and len(line.body) > 1:
+            # '"doc"; x = 1': a line of its own would run after "x = 1", so the
+            # mark joins the line after the docstring (_compile moves the
+            # columns back).
+            statements[0] = line.with_changes(body=[line.body[0], mark, *line.body[1:]])
+        else:
+            at = 1 if line is not None else 0
+            statements.insert(
+                at,
+                cst.SimpleStatementLine(
+                    [mark], trailing_whitespace=_INSERTED_WHITESPACE
+                ),
+            )
+        body = body.with_changes(body=statements)
+    else:
+        # "def f(x): return x": the mark joins the same line, nothing is inserted.
+        small = list(body.body)
+        at = 1 if small and _is_docstring_expr(small[0]) else 0
+        small.insert(at, mark)
+        body = body.with_changes(body=small)
+    node = node.with_changes(body=body)
+    if entry.is_op:
+        node = node.with_changes(decorators=[*node.decorators, _op_decorator(entry)])
+    return node
+
+
+def _with_register(module: cst.Module, register: cst.Expr) -> cst.Module:
+    """The register call goes first after the docstring and ``__future__``
+    imports: on a line of its own, or, when the header shares a line with
+    other code (``"doc"; import x``), into that line."""
+    statements = list(module.body)
+    at = 0
+    while at < len(statements):
+        statement = statements[at]
+        if not isinstance(statement, cst.SimpleStatementLine):
             break
-        statements.insert(
-            at,
-            cst.SimpleStatementLine(
-                [self._register], trailing_whitespace=_INSERTED_WHITESPACE
-            ),
-        )
-        return updated_node.with_changes(body=statements)
+        small = list(statement.body)
+        header = 0
+        while header < len(small) and (
+            (at == 0 and header == 0 and _is_docstring_expr(small[0]))
+            or _is_future_import(small[header])
+        ):
+            header += 1
+        if header == len(small):
+            at += 1  # the whole line is header: look at the next one
+            continue
+        if header:
+            small.insert(header, register)
+            statements[at] = statement.with_changes(body=small)
+            return module.with_changes(body=statements)
+        break
+    statements.insert(
+        at,
+        cst.SimpleStatementLine([register], trailing_whitespace=_INSERTED_WHITESPACE),
+    )
+    return module.with_changes(body=statements)
 
 
 def _is_future_import(statement: cst.BaseSmallStatement) -> bool:
