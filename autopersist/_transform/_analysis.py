@@ -357,7 +357,7 @@ def _fields(node: cst.CSTNode) -> _Fields:
 
 #: A string annotation libcst would parse and walk could bind names or count
 #: assignments only with one of these.
-_CODE_IN_STRING = re.compile(r"[=:\\]|\b(?:import|global|nonlocal)\b")
+_CODE_IN_STRING = re.compile(r"[=:]|\b(?:import|global|nonlocal)\b")
 #: Calls whose string arguments libcst treats as type hints, or whose first
 #: argument it skips (``NewType``, ``TypeVar``).
 _HINT_CALLS = frozenset({"cast", "NewType", "TypeVar"})
@@ -484,20 +484,27 @@ class _Walk:
         name = ""
         if isinstance(func, cst.Name):
             name = self.typing_names.get(func.value, func.value)
-        elif isinstance(func, cst.Attribute):
-            name = func.attr.value
-        hint = name in _HINT_CALLS
-        if hint:
-            if (
-                name != "cast"
-                and node.args
-                and not _is_plain_string(node.args[0].value)
-            ):
-                raise _Unsupported  # libcst skips NewType's and TypeVar's first argument
-            self.hint_depth += 1
-        self.generic(node, context)
-        if hint:
-            self.hint_depth -= 1
+        elif isinstance(func, cst.Attribute) and _is_dotted(func.value):
+            name = func.attr.value  # typing.cast, t.TypeVar
+        if name not in _HINT_CALLS:
+            self.generic(node, context)
+        else:
+            # Maybe typing's: libcst takes ``cast``'s first argument and the
+            # arguments after ``NewType``'s and ``TypeVar``'s first (which it
+            # skips) for type hints.
+            self.visit(func, context)
+            args = node.args
+            if name == "cast":
+                self.hint_depth += 1
+                self._visit_all(args[:1], context)
+                self.hint_depth -= 1
+                self._visit_all(args[1:], context)
+            else:
+                if args and not _is_plain_string(args[0].value):
+                    raise _Unsupported  # names libcst would not see
+                self.hint_depth += 1
+                self._visit_all(args[1:], context)
+                self.hint_depth -= 1
         self.attribute_tops.pop()
 
     def _arg(self, node: cst.Arg, context: int) -> None:
@@ -516,7 +523,7 @@ class _Walk:
         self.hint_depth -= 1
 
     def _simple_string(self, node: cst.SimpleString, context: int) -> None:
-        if self.hint_depth and _CODE_IN_STRING.search(node.value):
+        if self.hint_depth and _may_hold_code(node.value):
             raise _Unsupported  # libcst parses and walks string annotations
 
     def _concatenated_string(self, node: cst.ConcatenatedString, context: int) -> None:
@@ -527,8 +534,11 @@ class _Walk:
                 parts.append(current.left)
                 current = current.right
             parts.append(current)
-            text = "".join(p.value for p in parts if isinstance(p, cst.SimpleString))
-            if _CODE_IN_STRING.search(text):
+            if any(
+                _may_hold_code(p.value)
+                for p in parts
+                if isinstance(p, cst.SimpleString)
+            ):
                 raise _Unsupported
         self.generic(node, context)
 
@@ -780,6 +790,24 @@ class _Walk:
                 entry.is_op = not entry.not_op_reason
         _add_lines(self.entries, tree)
         return self.entries
+
+
+def _may_hold_code(token: str) -> bool:
+    """Whether a string literal, parsed as a module, could bind a name or count
+    as an assignment (``x: "a = b"``); decided on its value."""
+    if "\\" in token:
+        try:
+            value = ast.literal_eval(token)
+        except (SyntaxError, ValueError):
+            return True
+        token = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return _CODE_IN_STRING.search(token) is not None
+
+
+def _is_dotted(node: cst.BaseExpression) -> bool:
+    while isinstance(node, cst.Attribute):
+        node = node.value
+    return isinstance(node, cst.Name)
 
 
 def _is_plain_string(node: cst.BaseExpression) -> bool:
