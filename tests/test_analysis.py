@@ -45,7 +45,7 @@ def fast_facts(source: str) -> list[tuple[object, ...]]:
     module = cst.parse_module(source)
     walk = _analysis._Walk()
     walk.visit(module, _analysis._LOAD)
-    entries = walk.finish(ast.parse(source))
+    entries = walk.finish(ast.parse(source), _analysis._directive_lines(source))
     assert all(e.node in set(_defs(module)) for e in entries)
     return facts(entries)
 
@@ -279,7 +279,7 @@ def test_what_the_walk_does_not_model_goes_to_the_reference(source):
     walk = _analysis._Walk()
     with pytest.raises(_analysis._Unsupported):
         walk.visit(module, _analysis._LOAD)
-        walk.finish(ast.parse(source))
+        walk.finish(ast.parse(source), set())
     assert facts(gather_entries(module)) == reference_facts(source)
 
 

@@ -139,7 +139,7 @@ def _rewrite_source(source: str, path: str, make_ops: bool) -> Rewritten:
         raise TransformError(msg) from exc
     if is_rewritten(module):
         return Rewritten(source, (), prefix)
-    entries = gather_entries(module, tree)
+    entries = gather_entries(module, tree, source)
     for entry in entries:
         unknown = entry.options.get("unknown")
         if isinstance(unknown, tuple) and unknown:

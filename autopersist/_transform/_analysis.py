@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from autopersist._transform._marker import parse_directive
+from autopersist._transform._normalize import _OTHER, _kind
 
 _BUILTIN_NAMES = frozenset(dir(builtins))
 
@@ -82,17 +83,23 @@ class Entry:
     last_line: int = 0
 
 
-def gather_entries(module: cst.Module, tree: ast.Module | None = None) -> list[Entry]:
+def gather_entries(
+    module: cst.Module, tree: ast.Module | None = None, source: str | None = None
+) -> list[Entry]:
     """The entries of ``module`` in source order, with their facts.
 
     :param tree: ``ast`` of the same source (for line numbers); parsed here if None.
+    :param source: the source, if at hand: ``def`` headers are searched for
+        ``# persist:`` options only on the lines of the source that have one.
     """
+    if source is None:
+        source = module.code
     if tree is None:
-        tree = ast.parse(module.code)
+        tree = ast.parse(source)
     try:
         walk = _Walk()
         walk.visit(module, _LOAD)
-        return walk.finish(tree)
+        return walk.finish(tree, _directive_lines(source))
     except _Unsupported:
         from autopersist._transform._analysis_reference import (
             gather_entries_reference,
@@ -413,7 +420,7 @@ class _Walk:
         for name, field_context in _fields(node):
             value = getattr(node, name)
             child_context = context if field_context is None else field_context
-            if isinstance(value, cst.CSTNode):
+            if _kind(type(value)) != _OTHER:
                 self.visit(value, child_context)
             elif isinstance(value, (tuple, list)):
                 for item in value:
@@ -571,7 +578,6 @@ class _Walk:
         if is_entry:
             kind = "method" if self.class_stack else "function"
             entry = self._new_entry(node, kind)
-            entry.options = _def_line_options(node)
             facts = _Facts(entry, top_level=isinstance(self.stack[-2], cst.Module))
             self.facts.append(facts)
             self.current, self.own_depth, self.in_body = facts, 0, False
@@ -757,9 +763,20 @@ class _Walk:
 
     # -- results
 
-    def finish(self, tree: ast.Module) -> list[Entry]:
+    def finish(self, tree: ast.Module, directive_lines: set[int]) -> list[Entry]:
         """Resolve the recorded reads now that every binding is known, and add
-        line numbers."""
+        line numbers and def-line options.
+
+        :param directive_lines: the lines of the source holding ``# persist:``.
+        """
+        definitions = _add_lines(self.entries, tree)
+        for entry, definition in zip(self.entries, definitions, strict=True):
+            node = entry.node
+            if isinstance(node, cst.FunctionDef) and any(
+                line in directive_lines
+                for line in range(definition.lineno, definition.body[0].lineno + 1)
+            ):
+                entry.options = _def_line_options(node)
         glob = self.glob
         for facts in self.facts:
             entry = facts.entry
@@ -788,7 +805,6 @@ class _Walk:
             if entry.kind == "function":
                 entry.not_op_reason = _not_op_reason(facts)
                 entry.is_op = not entry.not_op_reason
-        _add_lines(self.entries, tree)
         return self.entries
 
 
@@ -905,9 +921,21 @@ def _ast_defs(body: list[ast.stmt], found: list[_AstDef]) -> None:
             _ast_defs(getattr(statement, "finalbody", []), found)
 
 
-def _add_lines(entries: list[Entry], tree: ast.Module) -> None:
+def _directive_lines(source: str) -> set[int]:
+    """The numbers of the lines holding ``# persist:`` (anywhere in the line)."""
+    if "# persist:" not in source:
+        return set()
+    return {
+        number
+        for number, line in enumerate(_NEWLINE.split(source), 1)
+        if "# persist:" in line
+    }
+
+
+def _add_lines(entries: list[Entry], tree: ast.Module) -> list[_AstDef]:
     """``first_line`` (the first decorator's ``@``, else the ``def``/``class``) and
-    ``last_line`` (the end of the body's last statement)."""
+    ``last_line`` (the end of the body's last statement); the ``ast`` definitions,
+    one per entry."""
     defs: list[_AstDef] = []
     _ast_defs(tree.body, defs)
     if len(defs) != len(entries):
@@ -929,6 +957,7 @@ def _add_lines(entries: list[Entry], tree: ast.Module) -> None:
             )
         entry.first_line = first
         entry.last_line = definition.end_lineno or definition.lineno
+    return defs
 
 
 # --- def-line options ----------------------------------------------------------------

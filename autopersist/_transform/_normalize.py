@@ -174,16 +174,36 @@ def _semantic_fields(cls: type[cst.CSTNode]) -> tuple[str, ...]:
     return names
 
 
+#: What a field value is: not a node, a token node, a node that can carry meaning.
+_OTHER, _TOKEN, _MEANINGFUL = 0, 1, 2
+_kinds: dict[type, int] = {}
+
+
+def _kind(cls: type) -> int:
+    """The kind of values of class ``cls``, cached: most node classes are ABCs
+    to ``isinstance``, which makes a direct check slow."""
+    kind = _kinds.get(cls)
+    if kind is None:
+        if not issubclass(cls, cst.CSTNode):
+            kind = _OTHER
+        elif issubclass(cls, _TOKEN_TYPES):
+            kind = _TOKEN
+        else:
+            kind = _MEANINGFUL
+        _kinds[cls] = kind
+    return kind
+
+
 def _children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """The child nodes of ``node`` that can carry meaning, in field order."""
     for name in _semantic_fields(type(node)):
         value = getattr(node, name)
-        if isinstance(value, cst.CSTNode):
-            if not isinstance(value, _TOKEN_TYPES):
-                yield value
-        elif isinstance(value, (tuple, list)):
+        kind = _kind(type(value))
+        if kind == _MEANINGFUL:
+            yield value
+        elif kind == _OTHER and isinstance(value, (tuple, list)):
             for item in value:
-                if not isinstance(item, _TOKEN_TYPES):
+                if _kind(type(item)) != _TOKEN:
                     yield item
 
 
@@ -640,17 +660,18 @@ class _TreeSerializer:
             value = getattr(node, name)
             if value is None or isinstance(value, cst.MaybeSentinel):
                 continue
-            if isinstance(value, cst.CSTNode):
-                if isinstance(value, _TOKEN_TYPES):
-                    continue
+            kind = _kind(type(value))
+            if kind == _MEANINGFUL:
                 out.append(name + "=")
                 self.node(value)
+            elif kind == _TOKEN:
+                continue
             elif isinstance(value, (tuple, list)):
                 if not value:
                     continue
                 out.append(name + "=[")
                 for item in value:
-                    if not isinstance(item, _TOKEN_TYPES):
+                    if _kind(type(item)) != _TOKEN:
                         self.node(item)
                 out.append("]")
             else:  # str, bool or int payloads (operators' spellings are classes)
