@@ -55,7 +55,12 @@ from autopersist._names import (
 )
 from autopersist._runtime import Runtime
 from autopersist._storage import Storage
-from autopersist._transform import compile_rewritten, has_marker, rewrite_source
+from autopersist._transform import (
+    compile_rewritten,
+    has_marker,
+    rewrite_source,
+)
+from autopersist._transform import instrumented_code as instrumented_code_of
 from autopersist.errors import AlreadyImportedWarning, AutopersistError, TransformError
 
 #: The start-up hook file installed into site-packages with the package.
@@ -400,11 +405,12 @@ def instrumented_code(data: bytes, path: str, *, debug: bool = False) -> CodeTyp
     """
     try:
         source = bootstrap_external.decode_source(data)
+        if not debug:
+            return instrumented_code_of(source, path=path, make_ops=has_marker(data))
         rewritten = rewrite_source(source, path=path, make_ops=has_marker(data))
-        if debug:
-            sys.stderr.write(
-                f"---- autopersist: {path} ----\n{rewritten.text}\n---- end ----\n"
-            )
+        sys.stderr.write(
+            f"---- autopersist: {path} ----\n{rewritten.text}\n---- end ----\n"
+        )
         return compile_rewritten(rewritten.text, path)
     except TransformError:
         raise

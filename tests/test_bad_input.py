@@ -106,7 +106,7 @@ def _hook_fails(project) -> Path:
         "import autopersist._transform as t\n"
         "def boom(*args, **kwargs):\n"
         "    raise RuntimeError('simulated rewriter bug')\n"
-        "t.rewrite_source = boom\n"
+        "t.rewrite_source = t.instrumented_code = boom\n"
     )
     project.write("lib.py", "# persist\ndef g(x):\n    return x\n")
     project.write("main.py", "import lib\nprint(lib.g(1))\n")

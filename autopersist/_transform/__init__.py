@@ -21,6 +21,8 @@ from autopersist._transform._marker import has_marker, parse_directive
 from autopersist.errors import TransformError
 
 if TYPE_CHECKING:
+    import libcst as cst
+
     from autopersist._transform._analysis import Entry
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "compile_rewritten",
     "definitions_of_module",
     "has_marker",
+    "instrumented_code",
     "parse_directive",
     "rewrite_source",
     "versions_of_module",
@@ -111,26 +114,83 @@ def rewrite_source(
 
     :raises TransformError: the source has a syntax error or cannot be instrumented.
     """
+    from autopersist._transform._instrument import instrument_module
+
     with _recursion_room(path):
-        return _rewrite_source(source, path, make_ops)
+        found = _analysed(source, path, make_ops)
+        if found is None:
+            return Rewritten(source, (), module_prefix(source, path))
+        instrumented = instrument_module(
+            found.module,
+            {e.node: e for e in found.entries},
+            found.prefix,
+            found.register_cst(),
+        )
+        return Rewritten(instrumented.code, tuple(found.entries), found.prefix)
 
 
-def _rewrite_source(source: str, path: str, make_ops: bool) -> Rewritten:
-    import libcst as cst
+def instrumented_code(
+    source: str, *, path: str = "<string>", make_ops: bool = True
+) -> CodeType:
+    """``compile_rewritten(rewrite_source(source, ...).text, path)``, the same code
+    object, built without the text: the inserted statements go straight into the
+    ``ast`` of ``source`` with the positions ``compile_rewritten`` gives them, which
+    saves printing, parsing and renumbering the whole module.
+
+    :raises TransformError: as ``rewrite_source``.
+    """
+    from autopersist._transform._compile import compile_instrumented
+
+    with _recursion_room(path):
+        found = _analysed(source, path, make_ops)
+        if found is None:  # already rewritten
+            return compile_rewritten(source, path)
+        code = compile_instrumented(
+            found.tree, path, found.prefix, found.entries, found.register_text()
+        )
+        if code is not None:
+            return code
+        text = rewrite_source(source, path=path, make_ops=make_ops).text
+        return compile_rewritten(text, path)
+
+
+@dataclass
+class _Analysed:
+    """A module parsed and analysed, ready to be instrumented."""
+
+    prefix: str
+    tree: ast.Module
+    module: cst.Module
+    entries: list[Entry]
+    versions: list[str]
+    call_versions: list[str]
+
+    def register_text(self) -> str:
+        from autopersist._transform._instrument import register_text
+
+        return register_text(
+            self.prefix, self.entries, self.versions, self.call_versions
+        )
+
+    def register_cst(self) -> cst.Expr:
+        import libcst
+
+        return libcst.Expr(libcst.parse_expression(self.register_text()))
+
+
+def _analysed(source: str, path: str, make_ops: bool) -> _Analysed | None:
+    """Parse and analyse ``source``; None when it is already rewritten."""
+    import libcst
 
     from autopersist._transform._analysis import gather_entries
-    from autopersist._transform._instrument import (
-        instrument_module,
-        is_rewritten,
-        register_call,
-    )
+    from autopersist._transform._instrument import is_rewritten
     from autopersist._transform._normalize import call_version_of, versions_of_parsed
 
     prefix = module_prefix(source, path)
     tree = _parsed(source, path)
     try:
-        module = cst.parse_module(source)
-    except cst.ParserSyntaxError as exc:
+        module = libcst.parse_module(source)
+    except libcst.ParserSyntaxError as exc:
         msg = (
             f"{path}:{exc.raw_line}:{exc.raw_column}: autopersist cannot parse this "
             f"module ({exc.message}); run it with AUTOPERSIST_DISABLE=1 or remove the "
@@ -138,7 +198,7 @@ def _rewrite_source(source: str, path: str, make_ops: bool) -> Rewritten:
         )
         raise TransformError(msg) from exc
     if is_rewritten(module):
-        return Rewritten(source, (), prefix)
+        return None
     entries = gather_entries(module, tree, source)
     for entry in entries:
         unknown = entry.options.get("unknown")
@@ -153,21 +213,15 @@ def _rewrite_source(source: str, path: str, make_ops: bool) -> Rewritten:
         for entry in entries:
             entry.is_op = False
             entry.not_op_reason = "module has no '# persist' marker"
-    versions = versions_of_parsed(module)
+    by_node = versions_of_parsed(module)
+    versions = [by_node[e.node] for e in entries]
     call_versions = [
         call_version_of(e.node)
-        if e.is_op and isinstance(e.node, cst.FunctionDef)
-        else versions[e.node]
-        for e in entries
+        if e.is_op and isinstance(e.node, libcst.FunctionDef)
+        else version
+        for e, version in zip(entries, versions, strict=True)
     ]
-    register = register_call(
-        prefix, entries, [versions[e.node] for e in entries], call_versions
-    )
-    instrumented = instrument_module(
-        module, {e.node: e for e in entries}, prefix, register
-    )
-    text = instrumented.code
-    return Rewritten(text, tuple(entries), prefix)
+    return _Analysed(prefix, tree, module, entries, versions, call_versions)
 
 
 def compile_rewritten(text: str, filename: str) -> CodeType:

@@ -27,10 +27,15 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Sequence
 from types import CodeType
+from typing import TYPE_CHECKING
 
 from autopersist._names import MARK_NAME, RUNTIME_NAME
-from autopersist._transform._instrument import INSERTED_COMMENT
+from autopersist._transform._instrument import INSERTED_COMMENT, op_decorator_text
+
+if TYPE_CHECKING:
+    from autopersist._transform._analysis import Entry
 
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
@@ -254,3 +259,111 @@ def rewritten_tree(text: str, filename: str) -> ast.Module:
         if end_col is not None:
             node.end_col_offset = end_col  # type: ignore[attr-defined]
     return tree
+
+
+# --- the same code, straight from the original syntax tree ------------------------------
+
+
+def compile_instrumented(
+    tree: ast.Module,
+    filename: str,
+    prefix: str,
+    entries: Sequence[Entry],
+    register: str,
+) -> CodeType | None:
+    """The code ``compile_rewritten`` makes of the rewritten text, made by putting
+    the inserted statements into ``tree`` (the original module's, changed in place)
+    with the positions ``rewritten_tree`` gives them: an inserted statement takes
+    the position of the statement after it in its body; a mark with nothing after
+    it (a body that is only a docstring), and an op decorator, that of the ``def``;
+    a register call with nothing after it, that of the statement before it.
+
+    :param register: the source of the register call.
+    :returns: None when ``entries`` are not the definitions of ``tree``.
+    """
+    definitions: list[ast.AST] = []
+    _definitions(tree.body, definitions)
+    if len(definitions) != len(entries):
+        return None
+    for entry, definition in zip(entries, definitions, strict=True):
+        if entry.kind == "class":
+            continue
+        if not isinstance(definition, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return None
+        at_def = (definition.lineno, definition.col_offset)
+        body = definition.body
+        at = 1 if _is_docstring(body[0]) else 0
+        mark = ast.Expr(
+            ast.Call(
+                ast.Name(MARK_NAME, ast.Load()),
+                [ast.Constant(f"{prefix}:{entry.index}")],
+                [],
+            )
+        )
+        _set_place(
+            mark, (body[at].lineno, body[at].col_offset) if at < len(body) else at_def
+        )
+        body.insert(at, mark)
+        if entry.is_op:
+            decorator = ast.parse(op_decorator_text(entry), mode="eval").body
+            _set_place(decorator, at_def)
+            definition.decorator_list.append(decorator)
+    body = tree.body
+    at = 0
+    while at < len(body) and (
+        (at == 0 and _is_docstring(body[0])) or _is_future_import(body[at])
+    ):
+        at += 1
+    if at < len(body):
+        place = (body[at].lineno, body[at].col_offset)
+    else:
+        place = (body[at - 1].lineno, body[at - 1].col_offset) if at else (1, 0)
+    call = ast.parse(register, mode="eval").body
+    statement = ast.Expr(call)
+    _set_place(statement, place)
+    body.insert(at, statement)
+    return compile(tree, filename, "exec", dont_inherit=True)
+
+
+def _definitions(body: list[ast.stmt], found: list[ast.AST]) -> None:
+    """The defs and classes not inside a function, in source order (the entries)."""
+    for statement in body:
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            found.append(statement)
+        elif isinstance(statement, ast.ClassDef):
+            found.append(statement)
+            _definitions(statement.body, found)
+        elif isinstance(statement, ast.Match):
+            for case in statement.cases:
+                _definitions(case.body, found)
+        else:
+            _definitions(getattr(statement, "body", []), found)
+            for handler in getattr(statement, "handlers", []):
+                _definitions(handler.body, found)
+            _definitions(getattr(statement, "orelse", []), found)
+            _definitions(getattr(statement, "finalbody", []), found)
+
+
+def _set_place(root: ast.AST, at: Position) -> None:
+    """Zero width at ``at`` for ``root`` and everything in it."""
+    line, column = at
+    for node in _nodes(root):
+        if "lineno" in node._attributes:
+            node.lineno = node.end_lineno = line  # type: ignore[attr-defined]
+            node.col_offset = node.end_col_offset = column  # type: ignore[attr-defined]
+
+
+def _is_docstring(statement: ast.stmt) -> bool:
+    return (
+        isinstance(statement, ast.Expr)
+        and isinstance(statement.value, ast.Constant)
+        and isinstance(statement.value.value, str)
+    )
+
+
+def _is_future_import(statement: ast.stmt) -> bool:
+    return (
+        isinstance(statement, ast.ImportFrom)
+        and statement.module == "__future__"
+        and not statement.level
+    )

@@ -80,13 +80,7 @@ def _mark_call(key: str) -> cst.Expr:
 
 
 def _op_decorator(entry: Entry) -> cst.Decorator:
-    options = ""
-    ignore = entry.options.get("ignore")
-    if isinstance(ignore, tuple) and ignore:
-        options += f", ignore={ignore!r}"
-    if entry.options.get("always"):
-        options += ", always=True"
-    expression = cst.parse_expression(f"{RUNTIME_NAME}.op({entry.index}{options})")
+    expression = cst.parse_expression(op_decorator_text(entry))
     return cst.Decorator(decorator=expression, trailing_whitespace=_INSERTED_WHITESPACE)
 
 
@@ -255,9 +249,9 @@ def is_rewritten(module: cst.Module) -> bool:
     return False
 
 
-def register_call(
+def register_text(
     prefix: str, entries: list[Entry], versions: list[str], call_versions: list[str]
-) -> cst.Expr:
+) -> str:
     """``__autopersist__.register(prefix, table)`` with one row per entry.
 
     Row: (qualname, kind, version, parent, global_reads, writes_globals, is_op,
@@ -281,6 +275,15 @@ def register_call(
             entries, versions, call_versions, strict=True
         )
     )
-    return cst.Expr(
-        cst.parse_expression(f"{RUNTIME_NAME}.register({prefix!r}, {rows!r})")
-    )
+    return f"{RUNTIME_NAME}.register({prefix!r}, {rows!r})"
+
+
+def op_decorator_text(entry: Entry) -> str:
+    """``__autopersist__.op(index, ...)``, the innermost decorator of an op."""
+    options = ""
+    ignore = entry.options.get("ignore")
+    if isinstance(ignore, tuple) and ignore:
+        options += f", ignore={ignore!r}"
+    if entry.options.get("always"):
+        options += ", always=True"
+    return f"{RUNTIME_NAME}.op({entry.index}{options})"
