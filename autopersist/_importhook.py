@@ -94,7 +94,7 @@ def _cached_code(path: str, data: bytes) -> CodeType | None:
     ):
         return None
     try:
-        code = marshal.loads(pyc[16:])
+        code = marshal.loads(memoryview(pyc)[16:])  # no copy of the bytes
     except (EOFError, ValueError, TypeError):
         return None
     return code if isinstance(code, CodeType) else None

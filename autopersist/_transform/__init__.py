@@ -57,8 +57,9 @@ def _recursion_room(path: str) -> Iterator[None]:
     """Room for libcst's recursion; a tree deeper still is a ``TransformError``.
 
     The cyclic garbage collector is paused meanwhile: a syntax tree is hundreds of
-    thousands of objects, which every full collection would walk again (a third of
-    the time of a rewrite); trees hold no cycles, so nothing is left behind.
+    thousands of objects, which every collection of the oldest generation would
+    walk again (a third of the time of a rewrite). Whatever cycles the rewrite
+    leaves are collected after.
     """
     old = sys.getrecursionlimit()
     if old < RECURSION_LIMIT:
@@ -154,16 +155,25 @@ def instrumented_code(
         return compile_rewritten(text, path)
 
 
-@dataclass
 class _Analysed:
-    """A module parsed and analysed, ready to be instrumented."""
+    """A module parsed and analysed, ready to be instrumented. (A plain class:
+    this package is imported at every start-up, a dataclass costs more.)"""
 
-    prefix: str
-    tree: ast.Module
-    module: cst.Module
-    entries: list[Entry]
-    versions: list[str]
-    call_versions: list[str]
+    def __init__(
+        self,
+        prefix: str,
+        tree: ast.Module,
+        module: cst.Module,
+        entries: list[Entry],
+        versions: list[str],
+        call_versions: list[str],
+    ) -> None:
+        self.prefix = prefix
+        self.tree = tree
+        self.module = module
+        self.entries = entries
+        self.versions = versions
+        self.call_versions = call_versions
 
     def register_text(self) -> str:
         from autopersist._transform._instrument import register_text
