@@ -150,6 +150,11 @@ class Session:
         export_to_children(config, self.run_id)
 
     @property
+    def root(self) -> str:
+        """The project root, ending with a separator."""
+        return self._root
+
+    @property
     def started_runtime(self) -> bool:
         return self._runtime is not None
 
@@ -502,6 +507,9 @@ class PersistFinder:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        #: Package directories (``__path__`` entries) -> whether a project file can
+        #: be found in them.
+        self._near_project: dict[str, bool] = {}
 
     def find_spec(
         self,
@@ -511,6 +519,10 @@ class PersistFinder:
     ) -> ModuleSpec | None:
         if fullname.partition(".")[0] == "autopersist":
             return None
+        if path is not None and not any(map(self._may_hold_project_files, path)):
+            # A submodule of a library package: not searched twice (here and by
+            # the PathFinder that loads it).
+            return None
         spec = PathFinder.find_spec(fullname, path, target)
         if spec is None or not isinstance(spec.loader, SourceFileLoader):
             return None
@@ -518,6 +530,18 @@ class PersistFinder:
             return None
         spec.loader = PersistLoader(fullname, spec.origin, self.session)
         return spec
+
+    def _may_hold_project_files(self, entry: str) -> bool:
+        """Whether ``entry`` is under the project root or holds it."""
+        near = self._near_project.get(entry)
+        if near is None:
+            if not isinstance(entry, str):
+                return True  # let PathFinder decide
+            directory = os.path.abspath(entry) + os.sep
+            root = self.session.root
+            near = directory.startswith(root) or root.startswith(directory)
+            self._near_project[entry] = near
+        return near
 
 
 class HookHandle:
