@@ -2,8 +2,9 @@
 
 An op called many times in one process (a loop) would otherwise cost one indexed
 SQLite query per call (~4 µs, more as the store grows): the storage loads all the
-op's reusable calls once, after ``LOAD_AFTER_LOOKUPS`` lookups, and from then on
-answers from this index, which the calls the process stores are added to as well.
+op's reusable calls once, when its lookups reach ``LOAD_AFTER_LOOKUPS`` and
+``LOAD_SHARE`` of its stored calls, and from then on answers from this index,
+which the calls the process stores are added to as well.
 Calls that other processes store after the load are not seen: such a call is
 computed again and stored under the same content-derived id (kept once).
 """
@@ -12,9 +13,13 @@ from __future__ import annotations
 
 import sys
 
-#: Lookups of one op (by SQL) after which its calls are loaded into memory. Small
-#: scripts never pay for the load; loops pay ~1-2 µs per stored call, once.
+#: Lookups of one op (by SQL) after which its calls may be loaded into memory:
+#: small scripts never pay for the load (~1-5 µs per stored call, once) ...
 LOAD_AFTER_LOOKUPS = 50
+#: ... and then only once the lookups reach this share of the store's calls (a load
+#: scans the calls table, ~1 µs per row), so a run that looks up a few thousand of
+#: a million stored calls keeps using SQL (~4 µs per lookup).
+LOAD_SHARE = 0.1
 #: Outputs whose pickled bytes are at most this long are kept in the index, so
 #: reusing them reads nothing from the store.
 SMALL_OUTPUT = 256
@@ -36,6 +41,23 @@ class OpIndex:
 
     def get(self, inputs_id: str) -> tuple[Candidate, ...]:
         return self._by_inputs.get(inputs_id, ())
+
+    def extend(self, rows: list[tuple[str, str, str, str, bytes | None]]) -> None:
+        """Add ``(inputs_id, call_id, deps_id, output_id, data)`` rows read from the
+        store (``add`` for each, inlined: a load adds up to millions)."""
+        by_inputs = self._by_inputs
+        shared: dict[str, str] = {}
+        for inputs_id, call_id, deps_id, output_id, data in rows:
+            deps_id = shared.setdefault(deps_id, deps_id)
+            if data is not None and len(data) > SMALL_OUTPUT:
+                data = None
+            found = by_inputs.get(inputs_id)
+            if found is None:
+                by_inputs[inputs_id] = ((call_id, deps_id, output_id, data),)
+            elif all(candidate[0] != call_id for candidate in found):
+                by_inputs[inputs_id] = (*found, (call_id, deps_id, output_id, data))
+            if len(shared) > 10_000:  # calls with many distinct sets: share none
+                shared.clear()
 
     def add(
         self,

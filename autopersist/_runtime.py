@@ -39,6 +39,7 @@ from pathlib import Path
 from types import FunctionType, ModuleType, TracebackType
 from typing import Any
 
+from autopersist._call_index import SMALL_OUTPUT
 from autopersist._codec import dumps, loads
 from autopersist._compat import Compatibility
 from autopersist._config import Config
@@ -592,7 +593,13 @@ class Runtime:
             storage = self.storage
             try:
                 output_id = content_hash(result)
-                output_bytes = None if storage.knows_value(output_id) else dumps(result)
+                # A value stored already need not be pickled again, unless it is
+                # small and immutable: then its bytes go into the call row.
+                output_bytes = (
+                    dumps(result)
+                    if not storage.knows_value(output_id) or is_immutable(result)
+                    else None
+                )
             except HashingError as exc:
                 self._warn(
                     op,
@@ -1029,7 +1036,7 @@ class Runtime:
         info = state.op.info
         deps_id, deps_json = self._deps_record(deps)
         storage.add_deps(deps_id, deps_json)
-        if output_bytes is not None:
+        if output_bytes is not None and not storage.knows_value(output_id):
             storage.add_value(
                 output_id, output_bytes, _type_name(result), _preview(result)
             )
@@ -1067,6 +1074,9 @@ class Runtime:
                 state.started,
                 duration,
                 None,
+                output_bytes
+                if output_bytes is not None and len(output_bytes) <= SMALL_OUTPUT
+                else None,
             ),
             edges,
             links,
@@ -1097,7 +1107,10 @@ class Runtime:
         exc: BaseException,
         children: list[str],
     ) -> None:
-        error = f"{type(exc).__name__}: {exc}"[:1000]
+        try:
+            error = _storable(f"{type(exc).__name__}: {exc}"[:1000])
+        except Exception:  # a __str__ that raises
+            error = type(exc).__name__
         self.storage.add_call(
             (
                 uuid.uuid4().hex,
@@ -1111,6 +1124,7 @@ class Runtime:
                 started,
                 duration,
                 error,
+                None,
             ),
             [],
             children=children,
@@ -1309,10 +1323,15 @@ def _preview(value: object, limit: int = _PREVIEW_CHARS) -> str:
         text = f"<{type(value).__name__}>"
     if len(text) > limit:
         text = text[: limit - 3] + "..."
-    if not text.isascii():
-        # Lone surrogates (say from a filename) have no UTF-8 form for SQLite.
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+    return _storable(text)
+
+
+def _storable(text: str) -> str:
+    """``text`` with lone surrogates (say from a filename) escaped: SQLite needs
+    UTF-8, which has no form for them."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _user_stacklevel() -> int:

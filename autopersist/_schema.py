@@ -15,7 +15,9 @@ Tables (documented for users in docs/store.md):
                a default: calls passing that default keep the old calls' identity
 ``calls``      one row per computed op call (never overwritten): op, version,
                ``inputs_id``, ``deps_id``, ``output_id``, status (``ok``, ``impure``,
-               ``failed``), run, timing
+               ``failed``), run, timing; ``output_data``: a copy of the pickled
+               output when it is small (at most 256 bytes), so reusing it reads
+               one row
 ``call_values`` edges from calls to their input values: one row per input (role ``in``,
                name = parameter); the output is ``calls.output_id`` (stores of
                format 1 also hold a row per output, role ``out``, ignored)
@@ -37,11 +39,18 @@ from __future__ import annotations
 
 #: Bump when the schema changes; a store with a higher version is refused, a store
 #: with a lower one is upgraded when a run opens it (``create_schema``).
-#: 2: no more ``out`` rows in ``call_values`` (outputs are ``calls.output_id``); no
+#: 2: no more ``out`` rows in ``call_values`` (outputs are ``calls.output_id``);
+#: ``calls.output_data`` (added to a format-1 store by ``UPGRADES``); no
 #: ``calls_by_run`` and ``uses_by_call`` indexes in new stores (every reuse appends
 #: to ``uses``; only ``forget`` looks its rows up by call). An older autopersist
 #: must not collect such a store's outputs as unreferenced, hence the bump.
 SCHEMA_VERSION = 2
+
+#: Statements that bring a store of an older format up to this one, by the format
+#: they upgrade from; run in the transaction that creates the schema.
+UPGRADES = {
+    1: ("ALTER TABLE calls ADD COLUMN output_data BLOB",),
+}
 
 DDL = """
 CREATE TABLE IF NOT EXISTS _autopersist_meta (key TEXT PRIMARY KEY, value TEXT);
@@ -72,7 +81,7 @@ CREATE TABLE IF NOT EXISTS deps (deps_id TEXT PRIMARY KEY, data TEXT);
 CREATE TABLE IF NOT EXISTS calls (
     call_id TEXT PRIMARY KEY, op_id TEXT, version_id TEXT, inputs_id TEXT,
     deps_id TEXT, output_id TEXT, status TEXT, run_id TEXT, started REAL,
-    duration REAL, error TEXT
+    duration REAL, error TEXT, output_data BLOB
 );
 CREATE INDEX IF NOT EXISTS calls_by_inputs ON calls (op_id, inputs_id);
 CREATE TABLE IF NOT EXISTS call_values (

@@ -42,11 +42,11 @@ from typing import Any
 
 from autopersist._call_index import (
     LOAD_AFTER_LOOKUPS,
-    SMALL_OUTPUT,
+    LOAD_SHARE,
     Candidate,
     OpIndex,
 )
-from autopersist._schema import DDL, SCHEMA_VERSION
+from autopersist._schema import DDL, SCHEMA_VERSION, UPGRADES
 from autopersist.errors import SchemaVersionError, StorageError
 
 LOG = logging.getLogger(__name__)
@@ -65,13 +65,17 @@ BUSY_TIMEOUT_MS = 120_000
 MAX_RETRY_STATEMENTS = 200_000
 #: Page cache of the writing connection, in KiB (see ``_tune_writer``).
 WRITER_CACHE_KIB = 64 * 1024
+#: Page size of new stores (see ``_prepare_new_store``).
+PAGE_SIZE = 16_384
+#: WAL pages after which a commit checkpoints (see ``_tune_writer``).
+WAL_CHECKPOINT_PAGES = 5_000  # 80 MB of 16 KiB pages
 #: Row values per ``IN (VALUES ...)`` statement (SQLite allows 32,766 parameters).
 _ROW_VALUES_PER_STATEMENT = 500
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _INSERT_VALUE = "INSERT OR IGNORE INTO value_rows VALUES (?, ?, ?, ?, ?, ?)"
 _INSERT_DEPS = "INSERT OR IGNORE INTO deps VALUES (?, ?)"
-_INSERT_CALL = "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_CALL = "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_EDGE = "INSERT OR IGNORE INTO call_values VALUES (?, ?, ?, ?)"
 _INSERT_LINK = "INSERT OR IGNORE INTO call_links VALUES (?, ?, ?, ?, ?)"
 _INSERT_PARENT = "INSERT OR IGNORE INTO call_parents VALUES (?, ?)"
@@ -82,31 +86,6 @@ _INSERT_USE = (
     "(SELECT 1 FROM calls WHERE call_id = ?2)"
 )
 
-
-def _from_json(table: str, columns: int, where: str = "") -> str:
-    picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(columns))
-    return f"INSERT OR IGNORE INTO {table} SELECT {picks} FROM json_each(?){where}"
-
-
-#: The same inserts taking all their rows as one JSON array: SQLite then inserts
-#: them in one call, during which the flush thread holds no GIL, whereas
-#: ``executemany`` takes the GIL back for every row and so competes with the
-#: program's own thread for it (on the path of every new call; values keep
-#: ``executemany``, as JSON has no bytes).
-_BULK_INSERTS = {
-    _INSERT_CALL: _from_json("calls", 11),
-    _INSERT_EDGE: _from_json("call_values", 4),
-    _INSERT_LINK: _from_json("call_links", 5),
-    _INSERT_PARENT: _from_json("call_parents", 2),
-    _INSERT_USE: _from_json(
-        "uses",
-        3,
-        " WHERE EXISTS (SELECT 1 FROM calls c "
-        "WHERE c.call_id = json_extract(value, '$[1]'))",
-    ),
-}
-#: Rows of one statement above which the JSON form is used.
-_BULK_MIN_ROWS = 16
 
 _COUNT_INTO_RUN = (
     "UPDATE runs SET calls = calls + ?, reused = reused + ?, computed = computed + ?, "
@@ -295,7 +274,12 @@ def create_schema(conn: sqlite3.Connection, store_dir: Path) -> None:
     """Create the tables of a new store (a no-op when another process won the race)."""
     try:
         conn.execute("BEGIN IMMEDIATE")
-        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        found = conn.execute("PRAGMA user_version").fetchone()[0]
+        if found < SCHEMA_VERSION:
+            if found:  # an existing store of an older format
+                for version in range(found, SCHEMA_VERSION):
+                    for statement in UPGRADES.get(version, ()):
+                        conn.execute(statement)
             for statement in DDL.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -368,7 +352,6 @@ class Storage:
             )
             raise StorageError(msg)
         self._init_state()
-        self._bulk = _has_json(self._write)
         _live.add(self)
 
     def _init_state(self) -> None:
@@ -378,6 +361,8 @@ class Storage:
         self._buffer: list[Statement] = []
         self._pending = _Pending()
         self._committing = _Pending()
+        #: When buffered rows must be committed at the latest (monotonic clock).
+        self._commit_due = time.monotonic() + FLUSH_SECONDS
         self._known_values: set[str] = set()
         self._known_deps: set[str] = set()
         self._deps_cache: dict[str, dict[str, str]] = {}
@@ -385,6 +370,7 @@ class Storage:
         #: how many SQL lookups the others have made so far.
         self._indexes: dict[str, OpIndex] = {}
         self._lookups: dict[str, int] = {}
+        self._load_at: dict[str, int] = {}
         self._closed = False
         #: The first write error; reported by ``close()``.
         self._error: StorageError | None = None
@@ -413,7 +399,7 @@ class Storage:
 
     def candidates(self, op_id: str, inputs_id: str) -> tuple[Candidate, ...]:
         """Stored reusable calls ``(call_id, deps_id, output_id, pickled output or
-        None)`` for these inputs, oldest first: one indexed query per lookup, or,
+        None)`` for these inputs, first stored first: one indexed query per lookup, or,
         for an op looked up often, a dict lookup in its in-memory index."""
         index = self._indexes.get(op_id)
         if index is not None:
@@ -421,12 +407,21 @@ class Storage:
         lookups = self._lookups.get(op_id, 0) + 1
         self._lookups[op_id] = lookups
         if lookups >= LOAD_AFTER_LOOKUPS:
-            return self._load_index(op_id).get(inputs_id)
+            threshold = self._load_at.get(op_id)
+            if threshold is None:
+                # Loading reads the whole calls table (~1 µs per row, sequential),
+                # a lookup by SQL costs ~4 µs: load once this process has looked
+                # up a fair share of that, so a run touching few of many stored
+                # calls never pays for all of them.
+                stored = self._query("SELECT max(rowid) FROM calls", ())[0][0] or 0
+                threshold = self._load_at[op_id] = max(
+                    LOAD_AFTER_LOOKUPS, int(stored * LOAD_SHARE)
+                )
+            if lookups >= threshold:
+                return self._load_index(op_id).get(inputs_id)
         rows: list[Candidate] = self._query(
-            "SELECT c.call_id, c.deps_id, c.output_id, v.data FROM calls c "
-            "LEFT JOIN value_rows v ON v.value_id = c.output_id "
-            "WHERE c.op_id = ? AND c.inputs_id = ? AND c.status = 'ok' "
-            "ORDER BY c.started",
+            "SELECT call_id, deps_id, output_id, output_data FROM calls "
+            "WHERE op_id = ? AND inputs_id = ? AND status = 'ok' ORDER BY rowid",
             (op_id, inputs_id),
         )
         for pending in (self._committing, self._pending):
@@ -442,15 +437,14 @@ class Storage:
         # No commit may move rows from ``_committing`` to the database between the
         # read and the merge of the buffered rows below.
         with self._commit_lock:
+            # A scan of the whole table in storage order beats the index here:
+            # reading an op's rows through it costs a random probe per row.
             rows = self._query(
-                "SELECT c.inputs_id, c.call_id, c.deps_id, c.output_id, "
-                f"CASE WHEN v.size <= {SMALL_OUTPUT} THEN v.data END "
-                "FROM calls c LEFT JOIN value_rows v ON v.value_id = c.output_id "
-                "WHERE c.op_id = ? AND c.status = 'ok' ORDER BY c.started",
+                "SELECT inputs_id, call_id, deps_id, output_id, output_data "
+                "FROM calls WHERE +op_id = ? AND status = 'ok' ORDER BY rowid",
                 (op_id,),
             )
-            for row in rows:
-                index.add(*row)
+            index.extend(rows)
             with self._lock:
                 for pending in (self._committing, self._pending):
                     for (op, inputs_id), calls in pending.calls.items():
@@ -573,10 +567,19 @@ class Storage:
             return True
 
     def _backpressure(self) -> bool:
-        """True when the buffer is so long that the writing thread should commit it
-        itself (called outside ``_lock``), so memory stays bounded when a program
-        produces rows faster than the flush thread commits them."""
-        return len(self._buffer) > BACKPRESSURE_STATEMENTS
+        """True when the writing thread should commit the buffer itself (called
+        outside ``_lock``): a commit is due, or the buffer is so long that memory
+        must be bounded.
+
+        A program that keeps storing calls commits them on its own thread: the
+        commit's work is the same, but done by the flush thread it would compete
+        with the program for the GIL (sqlite3 takes it back for every row), which
+        costs both more. The flush thread commits only what a busy or idle
+        program leaves buffered (see ``_flush_loop``)."""
+        return (
+            len(self._buffer) > BACKPRESSURE_STATEMENTS
+            or time.monotonic() >= self._commit_due
+        )
 
     def add_value(
         self, value_id: str, data: bytes, type_name: str, preview: str
@@ -714,11 +717,8 @@ class Storage:
                 for sql, params in batch:
                     grouped.setdefault(sql, []).append(params)
                 for sql, rows in grouped.items():
-                    bulk = _BULK_INSERTS.get(sql) if self._bulk else None
                     if len(rows) == 1:
                         conn.execute(sql, rows[0])
-                    elif bulk is not None and len(rows) >= _BULK_MIN_ROWS:
-                        conn.execute(bulk, (json.dumps(rows),))
                     else:
                         conn.executemany(sql, rows)
                 conn.execute("COMMIT")
@@ -737,6 +737,7 @@ class Storage:
         with self._commit_lock:
             with self._lock:
                 if not self._buffer:
+                    self._commit_due = time.monotonic() + FLUSH_SECONDS
                     return
                 batch, self._buffer = self._buffer, []
                 self._committing, self._pending = self._pending, _Pending()
@@ -758,6 +759,7 @@ class Storage:
                 raise
             with self._lock:
                 self._committing = _Pending()
+                self._commit_due = time.monotonic() + FLUSH_SECONDS
 
     def discard_uncommitted(self) -> None:
         """Drop everything buffered and store nothing more."""
@@ -792,10 +794,11 @@ class Storage:
 
     def _flush_loop(self) -> None:
         while not self._closed:
-            self._wake.wait(FLUSH_SECONDS)
+            self._wake.wait(max(self._commit_due - time.monotonic(), 0.01))
             if self._closed:
                 return
-            self._flush_quietly()
+            if time.monotonic() >= self._commit_due:
+                self._flush_quietly()
 
     def close(self) -> None:
         """Flush and close; safe to call twice.
@@ -847,16 +850,6 @@ class Storage:
             self._fail(_storage_error(self.store_dir, exc), dropping=True)
 
 
-def _has_json(conn: sqlite3.Connection) -> bool:
-    """Whether this SQLite has the JSON functions (built in since 3.38; before,
-    nearly always compiled in)."""
-    try:
-        conn.execute("SELECT json_extract('[1]', '$[0]')").fetchall()
-    except sqlite3.Error:
-        return False
-    return True
-
-
 def _tune_writer(conn: sqlite3.Connection) -> None:
     """Settings of the connection that commits a run's calls.
 
@@ -867,6 +860,11 @@ def _tune_writer(conn: sqlite3.Connection) -> None:
     """
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+    # Each commit rewrites (in the WAL) every page its inserts touched, and with
+    # random keys that is most leaf pages of every index; checkpointing each time
+    # the WAL passes SQLite's default 1,000 pages copies them all back again.
+    # Checkpointing less often lets many commits' copies of a page go back once.
+    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
 
 
 def _prepare_new_store(conn: sqlite3.Connection, store_dir: Path) -> None:
@@ -881,6 +879,10 @@ def _prepare_new_store(conn: sqlite3.Connection, store_dir: Path) -> None:
     while True:
         try:
             if check_schema_version(conn, store_dir) < SCHEMA_VERSION:
+                # Takes effect on a new, empty file only. Random-key inserts
+                # rewrite whole pages; with 16 KiB pages a run's commits write
+                # about a third less than with SQLite's default 4 KiB.
+                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 create_schema(conn, store_dir)
             return

@@ -111,7 +111,8 @@ class Writer:
             "INSERT INTO value_rows VALUES (?, ?, ?, ?, ?, ?)", self.values.values()
         )
         conn.executemany(
-            "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self.calls
+            "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+            self.calls,
         )
         conn.executemany("INSERT INTO call_values VALUES (?, ?, ?, ?)", self.edges)
         conn.executemany("INSERT INTO call_links VALUES (?, ?, ?, ?, ?)", self.links)

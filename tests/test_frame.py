@@ -344,7 +344,8 @@ class Synthetic:
         )
         output_id = self.value(output)
         self.conn.execute(
-            "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, 'ok', 'run', ?, 0.001, NULL)",
+            "INSERT INTO calls VALUES "
+            "(?, ?, ?, ?, ?, ?, 'ok', 'run', ?, 0.001, NULL, NULL)",
             (
                 call_id,
                 op_id,

@@ -24,12 +24,13 @@ print(sum(square(i)[0] for i in range(20)))
 
 def _downgrade_to_format_1(db: sqlite3.Connection) -> None:
     """Make a fresh store look like one written by format 1: an ``out`` row per
-    call, the ``calls_by_run`` index, user_version 1."""
+    call, the ``calls_by_run`` index, no ``calls.output_data``, user_version 1."""
     db.execute(
         "INSERT INTO call_values SELECT call_id, 'out', 'output', output_id "
         "FROM calls WHERE output_id IS NOT NULL"
     )
     db.execute("CREATE INDEX calls_by_run ON calls (run_id)")
+    db.execute("ALTER TABLE calls DROP COLUMN output_data")
     db.execute("PRAGMA user_version = 1")
     db.commit()
 
@@ -46,7 +47,12 @@ def test_a_format_1_store_is_upgraded_and_keeps_its_calls(project):
     assert second.counts()["computed"] == 0
     with project.db() as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        columns = [row[1] for row in db.execute("PRAGMA table_info(calls)")]
+    assert columns[-1] == "output_data"
     assert check_consistency(project.store) == []
+    # Calls stored by format 1 have no output copy: read from value_rows.
+    third = project.run("s.py")
+    assert third.stdout == first.stdout and third.counts()["computed"] == 0
 
 
 def test_gc_keeps_outputs_named_only_by_their_calls(project):
