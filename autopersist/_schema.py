@@ -30,7 +30,8 @@ Tables (documented for users in docs/store.md):
                of ``[name, hash]`` pairs, sorted; a name is ``f:module:qualname`` for a
                function, method or class, whose hash is its version, or
                ``g:module:NAME`` for a global, whose hash is its value's)
-``uses``       reuses of stored calls: which run reused which call, when
+``uses``       reuses of stored calls: which run reused which call, when (a log: a
+               call forgotten while a run was reusing it may still be named here)
 ``value_rows`` values: type, size, a short preview, the pickled bytes inline when
                small (``data``), else NULL and the bytes in ``blobs/ab/cdef...``
 """

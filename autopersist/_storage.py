@@ -79,13 +79,9 @@ _INSERT_CALL = "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?
 _INSERT_EDGE = "INSERT OR IGNORE INTO call_values VALUES (?, ?, ?, ?)"
 _INSERT_LINK = "INSERT OR IGNORE INTO call_links VALUES (?, ?, ?, ?, ?)"
 _INSERT_PARENT = "INSERT OR IGNORE INTO call_parents VALUES (?, ?)"
-# A run may reuse a call from its in-memory index after another process forgot
-# it: the use is then not recorded (a uses row must name an existing call).
-_INSERT_USE = (
-    "INSERT INTO uses SELECT ?1, ?2, ?3 WHERE EXISTS "
-    "(SELECT 1 FROM calls WHERE call_id = ?2)"
-)
-
+#: A log: a run may reuse a call from its in-memory index after another process
+#: forgot it; the row then names a call no longer stored (not an inconsistency).
+_INSERT_USE = "INSERT INTO uses VALUES (?, ?, ?)"
 
 _COUNT_INTO_RUN = (
     "UPDATE runs SET calls = calls + ?, reused = reused + ?, computed = computed + ?, "
@@ -978,7 +974,6 @@ _DANGLING = (
     ("call_links", "source_call_id", "calls", "call_id", "1"),
     ("call_parents", "call_id", "calls", "call_id", "1"),
     ("call_parents", "parent_call_id", "calls", "call_id", "1"),
-    ("uses", "call_id", "calls", "call_id", "1"),
     ("versions", "func_id", "functions", "func_id", "1"),
 )
 
