@@ -903,7 +903,8 @@ _AstDef = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 
 
 def _ast_defs(body: list[ast.stmt], found: list[_AstDef]) -> None:
-    """The defs and classes not inside a function, in source order."""
+    """The defs and classes not inside a function, in source order: one per
+    entry (also used by ``_compile.compile_instrumented``)."""
     for statement in body:
         if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
             found.append(statement)

@@ -281,8 +281,10 @@ def compile_instrumented(
     :param register: the source of the register call.
     :returns: None when ``entries`` are not the definitions of ``tree``.
     """
-    definitions: list[ast.AST] = []
-    _definitions(tree.body, definitions)
+    from autopersist._transform._analysis import _ast_defs
+
+    definitions: list[ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef] = []
+    _ast_defs(tree.body, definitions)
     if len(definitions) != len(entries):
         return None
     for entry, definition in zip(entries, definitions, strict=True):
@@ -323,25 +325,6 @@ def compile_instrumented(
     _set_place(statement, place)
     body.insert(at, statement)
     return compile(tree, filename, "exec", dont_inherit=True)
-
-
-def _definitions(body: list[ast.stmt], found: list[ast.AST]) -> None:
-    """The defs and classes not inside a function, in source order (the entries)."""
-    for statement in body:
-        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            found.append(statement)
-        elif isinstance(statement, ast.ClassDef):
-            found.append(statement)
-            _definitions(statement.body, found)
-        elif isinstance(statement, ast.Match):
-            for case in statement.cases:
-                _definitions(case.body, found)
-        else:
-            _definitions(getattr(statement, "body", []), found)
-            for handler in getattr(statement, "handlers", []):
-                _definitions(handler.body, found)
-            _definitions(getattr(statement, "orelse", []), found)
-            _definitions(getattr(statement, "finalbody", []), found)
 
 
 def _set_place(root: ast.AST, at: Position) -> None:

@@ -124,21 +124,13 @@ def _rebuild(
     return node.with_changes(**changes) if changes else node
 
 
-#: Where statements holding definitions can be: suites, clauses and statement lists.
-_HOLDS_STATEMENTS = (
-    cst.BaseSuite,
-    cst.BaseCompoundStatement,
-    cst.Else,
-    cst.Finally,
-    cst.ExceptHandler,
-    cst.ExceptStarHandler,
-    cst.MatchCase,
-)
 _statement_field_cache: dict[type[cst.CSTNode], tuple[str, ...]] = {}
 
 
 def _statement_fields(cls: type[cst.CSTNode]) -> tuple[str, ...]:
-    """The fields of ``cls`` that can hold statements, suites or clauses."""
+    """The fields of ``cls`` that can hold statements, suites or clauses (where a
+    definition can be: ``body``, ``orelse``, ``handlers``, ``finalbody``,
+    ``cases``)."""
     names = _statement_field_cache.get(cls)
     if names is None:
         if issubclass(cls, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
