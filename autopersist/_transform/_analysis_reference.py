@@ -23,8 +23,11 @@ from libcst.metadata import (
     ScopeProvider,
 )
 
-from autopersist._transform._analysis import _BUILTIN_NAMES, Entry, _header_comments
-from autopersist._transform._marker import parse_directive
+from autopersist._transform._analysis import (
+    _BUILTIN_NAMES,
+    Entry,
+    _def_line_options,
+)
 
 
 def gather_entries_reference(module: cst.Module) -> list[Entry]:
@@ -129,7 +132,7 @@ class GatherEntriesVisitor(cst.CSTVisitor):
             return True
         kind = "method" if self._class_stack else "function"
         entry = self._new_entry(node, kind)
-        entry.options = self._def_line_options(node)
+        entry.options = _def_line_options(node)
         entry.global_reads, entry.writes_globals = self._global_access(node)
         if kind == "function":
             entry.not_op_reason = self._not_op_reason(node, entry.options)
@@ -141,16 +144,6 @@ class GatherEntriesVisitor(cst.CSTVisitor):
         self._function_depth -= 1
 
     # -- facts -------------------------------------------------------------------
-
-    def _def_line_options(self, node: cst.FunctionDef) -> dict[str, object]:
-        """Options of a ``# persist:`` comment in the ``def`` header (the ``def`` line,
-        or any line of a parameter list spread over several lines); text inside a
-        string literal (``def f(x="# persist: skip")``) is not a comment."""
-        for comment in _header_comments(node):
-            at = comment.find("# persist:")
-            if at >= 0:
-                return parse_directive(comment[at:])
-        return {}
 
     def _not_op_reason(self, node: cst.FunctionDef, options: dict[str, object]) -> str:
         parent = self.get_metadata(ParentNodeProvider, node)
