@@ -875,7 +875,6 @@ class Store:
                         f"DELETE FROM call_links WHERE source_call_id {in_doomed}",
                         f"DELETE FROM call_parents WHERE parent_call_id {in_doomed}",
                         f"DELETE FROM call_parents WHERE call_id {in_doomed}",
-                        f"DELETE FROM uses WHERE call_id {in_doomed}",
                         f"DELETE FROM calls WHERE call_id {in_doomed}",
                     ):
                         conn.execute(sql, (doomed,))
@@ -957,9 +956,10 @@ class Store:
         """Delete stored values that no call refers to, and their blob files.
 
         Runs in one SQLite transaction; blob files are deleted while it holds the
-        write lock. Values created since the start of a run still in progress are
-        kept (its calls may not be committed yet), as are blob files younger than an
-        hour that no row names (a run writes them just before their row).
+        write lock. While a run is in progress (started within the last day, not
+        ended) no value is deleted: its calls, not committed yet, may name any value
+        it has seen stored. Blob files younger than an hour that no row names are
+        kept too (a run writes them just before their row).
 
         :param vacuum: afterwards, rebuild the database file so it shrinks on disk.
         :returns: counts and bytes freed.
@@ -974,11 +974,15 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                active = conn.execute(
-                    "SELECT min(started) FROM runs WHERE ended IS NULL AND started > ?",
+                unfinished = conn.execute(
+                    "SELECT pid FROM runs WHERE ended IS NULL AND started > ?",
                     (now - _ACTIVE_RUN_WINDOW,),
-                ).fetchone()[0]
-                keep_after = active - 1.0 if active is not None else math.inf
+                ).fetchall()
+                # A run in progress may name, in calls it has not committed yet,
+                # any value it saw stored (it does not store a value twice), new or
+                # old: while one runs, no value is deleted.
+                running = any(_may_be_running(pid) for (pid,) in unfinished)
+                keep_after = -math.inf if running else math.inf
                 rows = conn.execute(
                     "SELECT v.value_id, v.size, v.data IS NULL, v.created FROM value_rows v "
                     "WHERE NOT EXISTS "
@@ -1092,6 +1096,21 @@ def _unlink(path: Path) -> int | None:
     except OSError:
         return None
     return size
+
+
+def _may_be_running(pid: object) -> bool:
+    """False only for a run whose process is known to be gone (killed runs never
+    record their end); a process of another machine sharing the store, or a pid
+    reused since, counts as running: gc then keeps more, never less."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _blob_files(root: Path) -> Iterator[tuple[Path, str]]:

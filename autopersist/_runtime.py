@@ -539,7 +539,7 @@ class Runtime:
             extra.update(stored_deps)
             extra["f:" + op.info.func_id] = op.info.version
             stack[-1].children.append(call_id)
-        self.storage.add_use(self.run_id, call_id, time.time())
+        self.storage.add_use(self.run_id, call_id)
         self.provenance.produced(call_id, result, output_id)
         op.overhead += time.perf_counter() - entered
         return result

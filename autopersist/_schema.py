@@ -30,8 +30,9 @@ Tables (documented for users in docs/store.md):
                of ``[name, hash]`` pairs, sorted; a name is ``f:module:qualname`` for a
                function, method or class, whose hash is its version, or
                ``g:module:NAME`` for a global, whose hash is its value's)
-``uses``       reuses of stored calls: which run reused which call, when (a log: a
-               call forgotten while a run was reusing it may still be named here)
+``reuses``     reuses of stored calls: which calls a run reused, one row per run and
+               commit (``call_ids``: JSON list; a log: a call forgotten while a run
+               was reusing it may still be named here)
 ``value_rows`` values: type, size, a short preview, the pickled bytes inline when
                small (``data``), else NULL and the bytes in ``blobs/ab/cdef...``
 """
@@ -41,16 +42,25 @@ from __future__ import annotations
 #: Bump when the schema changes; a store with a higher version is refused, a store
 #: with a lower one is upgraded when a run opens it (``create_schema``).
 #: 2: no more ``out`` rows in ``call_values`` (outputs are ``calls.output_id``);
-#: ``calls.output_data`` (added to a format-1 store by ``UPGRADES``); no
-#: ``calls_by_run`` and ``uses_by_call`` indexes in new stores (every reuse appends
-#: to ``uses``; only ``forget`` looks its rows up by call). An older autopersist
-#: must not collect such a store's outputs as unreferenced, hence the bump.
+#: ``calls.output_data`` and ``reuses`` (one row per run and commit) replacing
+#: ``uses`` (one row per reuse), both done to a format-1 store by ``UPGRADES``; no
+#: ``calls_by_run`` index in new stores. An older autopersist must not collect
+#: such a store's outputs as unreferenced, hence the bump.
 SCHEMA_VERSION = 2
+
+#: Tables added after format 1, with the format that added them.
+TABLE_SINCE = {"reuses": 2}
 
 #: Statements that bring a store of an older format up to this one, by the format
 #: they upgrade from; run in the transaction that creates the schema.
 UPGRADES = {
-    1: ("ALTER TABLE calls ADD COLUMN output_data BLOB",),
+    1: (
+        "ALTER TABLE calls ADD COLUMN output_data BLOB",
+        "CREATE TABLE reuses (run_id TEXT, used_at REAL, call_ids TEXT)",
+        "INSERT INTO reuses SELECT run_id, max(used_at), json_group_array(call_id) "
+        "FROM uses GROUP BY run_id",
+        "DROP TABLE uses",
+    ),
 }
 
 DDL = """
@@ -99,5 +109,5 @@ CREATE TABLE IF NOT EXISTS call_parents (
     call_id TEXT, parent_call_id TEXT, PRIMARY KEY (call_id, parent_call_id)
 );
 CREATE INDEX IF NOT EXISTS call_parents_by_parent ON call_parents (parent_call_id);
-CREATE TABLE IF NOT EXISTS uses (run_id TEXT, call_id TEXT, used_at REAL);
+CREATE TABLE IF NOT EXISTS reuses (run_id TEXT, used_at REAL, call_ids TEXT);
 """

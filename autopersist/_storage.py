@@ -46,7 +46,7 @@ from autopersist._call_index import (
     Candidate,
     OpIndex,
 )
-from autopersist._schema import DDL, SCHEMA_VERSION, UPGRADES
+from autopersist._schema import DDL, SCHEMA_VERSION, TABLE_SINCE, UPGRADES
 from autopersist.errors import SchemaVersionError, StorageError
 
 LOG = logging.getLogger(__name__)
@@ -79,9 +79,10 @@ _INSERT_CALL = "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?
 _INSERT_EDGE = "INSERT OR IGNORE INTO call_values VALUES (?, ?, ?, ?)"
 _INSERT_LINK = "INSERT OR IGNORE INTO call_links VALUES (?, ?, ?, ?, ?)"
 _INSERT_PARENT = "INSERT OR IGNORE INTO call_parents VALUES (?, ?)"
-#: A log: a run may reuse a call from its in-memory index after another process
-#: forgot it; the row then names a call no longer stored (not an inconsistency).
-_INSERT_USE = "INSERT INTO uses VALUES (?, ?, ?)"
+#: A log, one row per run and commit: a run may reuse a call from its in-memory
+#: index after another process forgot it; its row then names a call no longer
+#: stored (not an inconsistency).
+_INSERT_REUSES = "INSERT INTO reuses VALUES (?, ?, ?)"
 
 _COUNT_INTO_RUN = (
     "UPDATE runs SET calls = calls + ?, reused = reused + ?, computed = computed + ?, "
@@ -355,6 +356,9 @@ class Storage:
         self._lock = threading.RLock()
         self._read_lock = threading.RLock()
         self._buffer: list[Statement] = []
+        #: Reused call ids by run, not yet buffered as a ``reuses`` row.
+        self._uses: dict[str, list[str]] = {}
+        self._use_count = 0
         self._pending = _Pending()
         self._committing = _Pending()
         #: When buffered rows must be committed at the latest (monotonic clock).
@@ -573,7 +577,7 @@ class Storage:
         costs both more. The flush thread commits only what a busy or idle
         program leaves buffered (see ``_flush_loop``)."""
         return (
-            len(self._buffer) > BACKPRESSURE_STATEMENTS
+            len(self._buffer) + self._use_count > BACKPRESSURE_STATEMENTS
             or time.monotonic() >= self._commit_due
         )
 
@@ -675,23 +679,26 @@ class Storage:
         if self._each_call or self._backpressure():
             self._flush_quietly()
 
-    def add_use(self, run_id: str, call_id: str, used_at: float) -> None:
-        """Record that ``run_id`` reused stored call ``call_id`` (once per reuse:
-        this is ``add_row`` without its generality, on the path of every reuse)."""
+    def add_use(self, run_id: str, call_id: str) -> None:
+        """Record that ``run_id`` reused stored call ``call_id``. On the path of
+        every reuse: the ids are collected and written as one ``reuses`` row per
+        run and commit."""
         with self._lock:
             if self._dropping or self._closed:
                 return
-            self._buffer.append((_INSERT_USE, (run_id, call_id, used_at)))
+            found = self._uses.get(run_id)
+            if found is None:
+                found = self._uses[run_id] = []
+            found.append(call_id)
+            self._use_count += 1
             if self._flusher is None:
                 self._start_flusher()
-        if self._each_call or len(self._buffer) > BACKPRESSURE_STATEMENTS:
+        if self._each_call or self._backpressure():
             self._flush_quietly()
 
     def add_row(self, sql: str, params: tuple[Any, ...]) -> None:
         """Buffer any other statement (functions, versions, uses, run updates)."""
-        if self._append([(sql, params)]) and (
-            (self._each_call and _is_use(sql)) or self._backpressure()
-        ):
+        if self._append([(sql, params)]) and self._backpressure():
             self._flush_quietly()
 
     def execute_now(self, sql: str, params: tuple[Any, ...]) -> None:
@@ -732,14 +739,22 @@ class Storage:
         """
         with self._commit_lock:
             with self._lock:
-                if not self._buffer:
+                if not self._buffer and not self._uses:
                     self._commit_due = time.monotonic() + FLUSH_SECONDS
                     return
                 batch, self._buffer = self._buffer, []
+                reused = self._use_count
+                if self._uses:
+                    now = time.time()
+                    batch.extend(
+                        (_INSERT_REUSES, (run_id, now, json.dumps(ids)))
+                        for run_id, ids in self._uses.items()
+                    )
+                    self._uses, self._use_count = {}, 0
                 self._committing, self._pending = self._pending, _Pending()
             statements = batch
             if self._count_run is not None:
-                statements = [*batch, _run_counts(batch, self._count_run)]
+                statements = [*batch, _run_counts(batch, reused, self._count_run)]
             try:
                 self._commit(statements)
             except StorageError:
@@ -761,6 +776,8 @@ class Storage:
         """Drop everything buffered and store nothing more."""
         with self._lock:
             self._buffer.clear()
+            self._uses.clear()
+            self._use_count = 0
             self._dropping = True
 
     def _flush_quietly(self) -> None:
@@ -888,21 +905,15 @@ def _prepare_new_store(conn: sqlite3.Connection, store_dir: Path) -> None:
             time.sleep(0.05)
 
 
-def _is_use(sql: str) -> bool:
-    return sql == _INSERT_USE
-
-
-def _run_counts(batch: list[Statement], run_id: str) -> Statement:
-    """The ``runs`` counter update for the calls and reuses in ``batch``."""
-    reused = computed = failed = 0
+def _run_counts(batch: list[Statement], reused: int, run_id: str) -> Statement:
+    """The ``runs`` counter update for the calls in ``batch`` and ``reused``."""
+    computed = failed = 0
     for sql, params in batch:
         if sql == _INSERT_CALL:
             if params[6] == "failed":
                 failed += 1
             else:
                 computed += 1
-        elif _is_use(sql):
-            reused += 1
     return (
         _COUNT_INTO_RUN,
         (reused + computed + failed, reused, computed, failed, run_id),
@@ -992,6 +1003,8 @@ def _problems(conn: sqlite3.Connection, store_dir: Path) -> list[str]:
         return []  # killed before the schema was committed: a new, empty store
     if not 1 <= version <= SCHEMA_VERSION:
         problems.append(f"user_version is {version}, expected 1 to {SCHEMA_VERSION}.")
+    # A store of an older format lacks the tables added since (until a run opens it).
+    missing = [name for name in missing if TABLE_SINCE.get(name, 1) <= version]
     if missing:
         return [*problems, f"tables missing: {', '.join(missing)}."]
     for table, column, target, key, where in _DANGLING:

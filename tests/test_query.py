@@ -177,6 +177,32 @@ def test_forget_dependents_then_rerun_recomputes_exactly_those(project):
     assert rerun.counts() == {"calls": 6, "reused": 3, "computed": 3, "failed": 0}
 
 
+def test_gc_keeps_values_while_a_run_is_in_progress(project):
+    """An unfinished run whose process is alive may still name any value in calls
+    it has not committed: gc deletes none; a run killed long ago blocks nothing."""
+    project.write("pipeline.py", PIPELINE)
+    assert project.run("pipeline.py").returncode == 0
+
+    def unfinished_run(pid: int) -> None:
+        with project.db() as db:
+            db.execute(
+                "INSERT INTO runs (run_id, started, pid) VALUES (?, ?, ?)",
+                (f"run-of-{pid}", time.time(), pid),
+            )
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    unfinished_run(os.getpid())  # alive: this test's process
+    with autopersist.Store(project.store) as store:
+        store.forget("train", where="k < 3")
+        assert store.gc().values == 0
+    with project.db() as db:
+        db.execute("DELETE FROM runs WHERE pid = ?", (os.getpid(),))
+    unfinished_run(dead.pid)  # killed: its end was never recorded
+    with autopersist.Store(project.store) as store:
+        assert store.gc().values >= 2
+
+
 def test_forget_without_dependents_keeps_consumers(project):
     project.write("pipeline.py", PIPELINE)
     assert project.run("pipeline.py").returncode == 0

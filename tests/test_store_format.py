@@ -3,6 +3,7 @@ place by the next run and keeps every stored call; gc never collects outputs."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -24,13 +25,20 @@ print(sum(square(i)[0] for i in range(20)))
 
 def _downgrade_to_format_1(db: sqlite3.Connection) -> None:
     """Make a fresh store look like one written by format 1: an ``out`` row per
-    call, the ``calls_by_run`` index, no ``calls.output_data``, user_version 1."""
+    call, the ``calls_by_run`` index, no ``calls.output_data``, a ``uses`` table
+    (one row per reuse) instead of ``reuses``, user_version 1."""
     db.execute(
         "INSERT INTO call_values SELECT call_id, 'out', 'output', output_id "
         "FROM calls WHERE output_id IS NOT NULL"
     )
     db.execute("CREATE INDEX calls_by_run ON calls (run_id)")
     db.execute("ALTER TABLE calls DROP COLUMN output_data")
+    db.execute("CREATE TABLE uses (run_id TEXT, call_id TEXT, used_at REAL)")
+    db.execute(
+        "INSERT INTO uses SELECT run_id, call_id, started FROM calls "
+        "UNION ALL SELECT run_id, call_id, started + 1 FROM calls"
+    )
+    db.execute("DROP TABLE reuses")
     db.execute("PRAGMA user_version = 1")
     db.commit()
 
@@ -48,7 +56,15 @@ def test_a_format_1_store_is_upgraded_and_keeps_its_calls(project):
     with project.db() as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         columns = [row[1] for row in db.execute("PRAGMA table_info(calls)")]
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        logged = [
+            (run_id, len(json.loads(ids)))
+            for run_id, ids in db.execute("SELECT run_id, call_ids FROM reuses")
+        ]
     assert columns[-1] == "output_data"
+    assert "uses" not in tables
+    # the old log, one row per run, and the second run's reuses, one row
+    assert sorted(count for _, count in logged) == [20, 40]
     assert check_consistency(project.store) == []
     # Calls stored by format 1 have no output copy: read from value_rows.
     third = project.run("s.py")
