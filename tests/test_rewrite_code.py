@@ -90,3 +90,25 @@ def test_already_rewritten_text_compiles_as_rewritten():
     source = "# persist\ndef f(x):\n    return x\n"
     text = rewrite_source(source, path="m.py").text
     assert instrumented_code(text, path="m.py") == compile_rewritten(text, "m.py")
+
+
+def test_a_module_without_definitions_compiles_without_libcst():
+    import subprocess
+    import sys
+
+    source = '"""A script."""\nimport os\nprint(os.sep, [i for i in range(3)])\n'
+    _same_code(source, "script.py")
+    probe = (
+        "import sys\n"
+        "from autopersist._transform import instrumented_code\n"
+        f"instrumented_code({source!r}, path='script.py')\n"
+        "assert 'libcst' not in sys.modules, 'libcst imported'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr

@@ -136,19 +136,31 @@ def instrumented_code(
     """``compile_rewritten(rewrite_source(source, ...).text, path)``, the same code
     object, built without the text: the inserted statements go straight into the
     ``ast`` of ``source`` with the positions ``compile_rewritten`` gives them, which
-    saves printing, parsing and renumbering the whole module.
+    saves printing, parsing and renumbering the whole module. A module without
+    functions or classes (a script of top-level code) needs no libcst at all.
 
     :raises TransformError: as ``rewrite_source``.
     """
-    from autopersist._transform._compile import compile_instrumented
+    from autopersist._transform._compile import (
+        ast_definitions,
+        compile_instrumented,
+        is_rewritten_tree,
+    )
+    from autopersist._transform._inserted import register_text
 
     with _recursion_room(path):
-        found = _analysed(source, path, make_ops)
-        if found is None:  # already rewritten
+        tree = _parsed(source, path)
+        if is_rewritten_tree(tree):
             return compile_rewritten(source, path)
-        code = compile_instrumented(
-            found.tree, path, found.prefix, found.entries, found.register_text()
-        )
+        if ast_definitions(tree):
+            found = _analysed(source, path, make_ops, tree)
+            assert found is not None  # the ast said it is not rewritten
+            prefix, entries = found.prefix, found.entries
+            register = found.register_text()
+        else:
+            prefix, entries = module_prefix(source, path), []
+            register = register_text(prefix, [], [], [])
+        code = compile_instrumented(tree, path, prefix, entries, register)
         if code is not None:
             return code
         text = rewrite_source(source, path=path, make_ops=make_ops).text
@@ -176,7 +188,7 @@ class _Analysed:
         self.call_versions = call_versions
 
     def register_text(self) -> str:
-        from autopersist._transform._instrument import register_text
+        from autopersist._transform._inserted import register_text
 
         return register_text(
             self.prefix, self.entries, self.versions, self.call_versions
@@ -188,8 +200,13 @@ class _Analysed:
         return libcst.Expr(libcst.parse_expression(self.register_text()))
 
 
-def _analysed(source: str, path: str, make_ops: bool) -> _Analysed | None:
-    """Parse and analyse ``source``; None when it is already rewritten."""
+def _analysed(
+    source: str, path: str, make_ops: bool, tree: ast.Module | None = None
+) -> _Analysed | None:
+    """Parse and analyse ``source``; None when it is already rewritten.
+
+    :param tree: the ``ast`` of ``source``, if at hand.
+    """
     import libcst
 
     from autopersist._transform._analysis import gather_entries
@@ -197,7 +214,8 @@ def _analysed(source: str, path: str, make_ops: bool) -> _Analysed | None:
     from autopersist._transform._normalize import call_version_of, versions_of_parsed
 
     prefix = module_prefix(source, path)
-    tree = _parsed(source, path)
+    if tree is None:
+        tree = _parsed(source, path)
     try:
         module = libcst.parse_module(source)
     except libcst.ParserSyntaxError as exc:

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+from autopersist._transform._compile import Definition, ast_definitions
 from autopersist._transform._marker import parse_directive
 from autopersist._transform._normalize import _OTHER, _kind
 
@@ -899,27 +900,6 @@ def _not_op_reason(facts: _Facts) -> str:
 
 _NEWLINE = re.compile(r"\r\n?|\n")
 _EMPTY_MODULE = cst.Module(body=())
-_AstDef = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
-
-
-def _ast_defs(body: list[ast.stmt], found: list[_AstDef]) -> None:
-    """The defs and classes not inside a function, in source order: one per
-    entry (also used by ``_compile.compile_instrumented``)."""
-    for statement in body:
-        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            found.append(statement)
-        elif isinstance(statement, ast.ClassDef):
-            found.append(statement)
-            _ast_defs(statement.body, found)
-        elif isinstance(statement, ast.Match):
-            for case in statement.cases:
-                _ast_defs(case.body, found)
-        else:
-            _ast_defs(getattr(statement, "body", []), found)
-            for handler in getattr(statement, "handlers", []):
-                _ast_defs(handler.body, found)
-            _ast_defs(getattr(statement, "orelse", []), found)
-            _ast_defs(getattr(statement, "finalbody", []), found)
 
 
 def _directive_lines(source: str) -> set[int]:
@@ -933,12 +913,11 @@ def _directive_lines(source: str) -> set[int]:
     }
 
 
-def _add_lines(entries: list[Entry], tree: ast.Module) -> list[_AstDef]:
+def _add_lines(entries: list[Entry], tree: ast.Module) -> list[Definition]:
     """``first_line`` (the first decorator's ``@``, else the ``def``/``class``) and
     ``last_line`` (the end of the body's last statement); the ``ast`` definitions,
     one per entry."""
-    defs: list[_AstDef] = []
-    _ast_defs(tree.body, defs)
+    defs = ast_definitions(tree)
     if len(defs) != len(entries):
         raise _Unsupported
     for entry, definition in zip(entries, defs, strict=True):

@@ -32,7 +32,7 @@ from types import CodeType
 from typing import TYPE_CHECKING
 
 from autopersist._names import MARK_NAME, RUNTIME_NAME
-from autopersist._transform._instrument import INSERTED_COMMENT, op_decorator_text
+from autopersist._transform._inserted import INSERTED_COMMENT, op_decorator_text
 
 if TYPE_CHECKING:
     from autopersist._transform._analysis import Entry
@@ -281,10 +281,7 @@ def compile_instrumented(
     :param register: the source of the register call.
     :returns: None when ``entries`` are not the definitions of ``tree``.
     """
-    from autopersist._transform._analysis import _ast_defs
-
-    definitions: list[ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef] = []
-    _ast_defs(tree.body, definitions)
+    definitions = ast_definitions(tree)
     if len(definitions) != len(entries):
         return None
     for entry, definition in zip(entries, definitions, strict=True):
@@ -350,3 +347,45 @@ def _is_future_import(statement: ast.stmt) -> bool:
         and statement.module == "__future__"
         and not statement.level
     )
+
+
+Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+
+
+def ast_definitions(tree: ast.Module) -> list[Definition]:
+    """The defs and classes not inside a function, in source order: one per entry
+    of the module (``_analysis``)."""
+    found: list[Definition] = []
+    _definitions(tree.body, found)
+    return found
+
+
+def _definitions(body: list[ast.stmt], found: list[Definition]) -> None:
+    for statement in body:
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            found.append(statement)
+        elif isinstance(statement, ast.ClassDef):
+            found.append(statement)
+            _definitions(statement.body, found)
+        elif isinstance(statement, ast.Match):
+            for case in statement.cases:
+                _definitions(case.body, found)
+        else:
+            _definitions(getattr(statement, "body", []), found)
+            for handler in getattr(statement, "handlers", []):
+                _definitions(handler.body, found)
+            _definitions(getattr(statement, "orelse", []), found)
+            _definitions(getattr(statement, "finalbody", []), found)
+
+
+def is_rewritten_tree(tree: ast.Module) -> bool:
+    """Does the module already hold the register call where the rewrite puts it
+    (first after the docstring and ``__future__`` imports)? (``_instrument``'s
+    ``is_rewritten``, on the ``ast``.)"""
+    body = tree.body
+    at = 0
+    while at < len(body) and (
+        (at == 0 and _is_docstring(body[0])) or _is_future_import(body[at])
+    ):
+        at += 1
+    return at < len(body) and _is_register(body[at])
