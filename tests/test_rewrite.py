@@ -228,5 +228,8 @@ def test_rewrite_is_idempotent_on_the_syntax_tour():
 
 def test_unknown_def_line_option_is_an_error_naming_the_line():
     source = "# persist\n\ndef f(x):  # persist: sometimes\n    return x\n"
-    with pytest.raises(TransformError, match=r"^m\.py:3: unknown autopersist option\(s\) 'sometimes' on def 'f'"):
+    with pytest.raises(
+        TransformError,
+        match=r"^m\.py:3: unknown autopersist option\(s\) 'sometimes' on def 'f'",
+    ):
         rewrite_source(source, path="m.py")
