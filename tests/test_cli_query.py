@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from datetime import datetime
 
 import pandas as pd
@@ -109,6 +111,31 @@ def test_user_errors_are_one_line_and_exit_1(pipeline, tmp_path):
     result = pipeline.cli("--store", str(tmp_path / "none"), "frame", "train")
     assert result.returncode == 1
     assert "no autopersist store at" in result.stderr
+
+
+@pytest.mark.subprocess
+def test_output_into_a_closed_pipe_is_not_an_error(project):
+    """``autopersist frame f | head -1``: the reader leaving early is no bug."""
+    project.write(
+        "many.py",
+        "# persist\ndef f(x):  # persist: always\n    return x + 1\n"
+        "for i in range(3000):\n    f(i)\n",
+    )
+    assert project.run("many.py").returncode == 0
+    for command in (["frame", "f"], ["calls", "f"]):
+        reader = subprocess.Popen(
+            [sys.executable, "-m", "autopersist", *command],
+            cwd=project.root,
+            env=project.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert reader.stdout is not None and reader.stderr is not None
+        reader.stdout.readline()
+        reader.stdout.close()  # as head does after its lines
+        err = reader.stderr.read().decode()
+        assert reader.wait(timeout=60) == 0, err
+        assert err == ""
 
 
 @pytest.mark.subprocess
