@@ -110,6 +110,12 @@ def _install(spec, runtime):
     mode = spec["mode"]
     seen = set()
     loaded = []
+    if mode != "plain":
+        # As autopersist.install() does: a function rebuilt from instrumented code
+        # with other globals finds a no-op mark in builtins.
+        import builtins
+
+        builtins.__autopersist_mark__ = set().discard
 
     def bind(name, namespace, path):
         if mode == "plain":

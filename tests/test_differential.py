@@ -519,10 +519,9 @@ def test_differential_more_stdlib(name, tmp_path):
 #: The op wrapper's visible differences, per mode (labels printed by
 #: tests/data/op_wrapper_gaps.py). Fixing one in the runtime shrinks a set here.
 KNOWN_GAPS = {
-    # the mark is a global name: a function rebuilt with other globals lacks it
-    "trace": {"rebuilt-with-other-globals"},
+    # (a function rebuilt with other globals finds a no-op mark in builtins)
+    "trace": set(),
     "ops": {
-        "rebuilt-with-other-globals",
         "warning-location",  # warnings.warn(stacklevel=2) names the wrapper
         "caller-frame",  # sys._getframe(1) is the wrapper
         "traceback-length",  # the wrapper's frame is in the traceback
@@ -531,7 +530,6 @@ KNOWN_GAPS = {
         "getfullargspec",  # does not follow __wrapped__: (*args, **kwargs)
     },
     "runtime": {
-        "rebuilt-with-other-globals",
         "warning-location",
         "caller-frame",
         "traceback-length",
