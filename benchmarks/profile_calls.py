@@ -35,10 +35,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import INC_OPS as OPS
 from _common import add_common_args, package_root, set_package_root, write
 from instrumentation import ANNOTATIONS, WORK
 from instrumentation import MAIN as NESTED_MAIN
-from per_call import MAIN, OPS
+from per_call import MAIN
 
 
 def _profile_run(
