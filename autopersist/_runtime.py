@@ -70,7 +70,7 @@ HOT_CHECKS = frozenset({1_001, 10_001})
 HOT_MIN_SECONDS = 0.005
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class FunctionInfo:
     """A tracked function, method or class, as registered by its module."""
 
@@ -403,10 +403,21 @@ class Runtime:
 
         A version already stored costs one shared ``UPDATE`` of ``last_seen``; the
         file is read (for the source) only when some version is new, so importing a
-        module that did not change writes almost nothing.
+        module that did not change writes almost nothing. The store keeps a digest
+        of each module's (function, version) list: when it matches, not even the
+        stored versions are read (the common case, on the path of every import).
         """
-        known = self.storage.known_versions(state.name)
         now = time.time()
+        digest = combine(*(f"{info.func_id}@{info.version}" for info in state.entries))
+        key = f"versions:{state.name}"
+        if self.storage.meta_value(key) == digest:
+            self.storage.mark_versions_seen(
+                [(info.func_id, info.version) for info in state.entries],
+                now,
+                self.run_id,
+            )
+            return
+        known = self.storage.known_versions(state.name)
         seen_again: list[tuple[str, str]] = []
         lines: list[str] | None = None
         for info in state.entries:
@@ -440,6 +451,10 @@ class Runtime:
                 ),
             )
         self.storage.mark_versions_seen(seen_again, now, self.run_id)
+        # In the same commit as the rows it stands for.
+        self.storage.add_row(
+            "INSERT OR REPLACE INTO _autopersist_meta VALUES (?, ?)", (key, digest)
+        )
 
     # -- op calls ------------------------------------------------------------------
 

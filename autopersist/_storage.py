@@ -501,6 +501,11 @@ class Storage:
             raise StorageError(msg)
         return data
 
+    def meta_value(self, key: str) -> str | None:
+        """A committed value of ``_autopersist_meta``, or None."""
+        rows = self._query("SELECT value FROM _autopersist_meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
     def known_versions(self, module: str) -> set[tuple[str, str]]:
         """``(func_id, version_id)`` stored for the functions of ``module``."""
         # func_ids are "module:qualname": the range [module + ":", module + ";")
