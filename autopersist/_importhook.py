@@ -438,9 +438,11 @@ def _internal_error(path: str, exc: Exception) -> TransformError:
     return TransformError(msg)
 
 
-#: The mark where nothing is tracked: a C-level call that does nothing
-#: (discarding from a set that stays empty).
-_NO_MARK = set().discard
+#: The mark where nothing is tracked: a C-level call without effect. ``id``, not
+#: a method of some object: bound in ``builtins``, it must pickle by reference
+#: and have a signature like every other builtin (``test_pickle`` and
+#: ``test_inspect`` of the standard library check all of them).
+_NO_MARK = id
 
 
 class _LateBinding:

@@ -115,7 +115,7 @@ def _install(spec, runtime):
         # with other globals finds a no-op mark in builtins.
         import builtins
 
-        builtins.__autopersist_mark__ = set().discard
+        builtins.__autopersist_mark__ = id
 
     def bind(name, namespace, path):
         if mode == "plain":
