@@ -335,6 +335,8 @@ class Counters:
 
 
 _MISSING = object()
+#: Values whose meaning as a dependency depends on their identity only.
+_FIXED_KINDS = (FunctionType, type, ModuleType)
 #: What ``Runtime.begin_call`` tells an op wrapper to do. Small ints: a wrapper
 #: pickled by value (cloudpickle) compares them equal in any process.
 _REUSED, _PLAIN, _COMPUTE = 1, 2, 3
@@ -369,6 +371,10 @@ class Runtime:
         self._file_versions: dict[str, tuple[float, dict[str, str]]] = {}
         self._compatibility: Compatibility | None = None
         self._decisions: dict[tuple[str, str, str], bool] = {}
+        #: ``(id(module), name) -> (value, dependency)`` for values that cannot change.
+        self._global_deps: dict[
+            tuple[int, str], tuple[object, tuple[str, str] | None]
+        ] = {}
         #: ``(op, deps_id)`` found to hold, with function dependencies only.
         self._holding: set[tuple[str, str]] = set()
         self._deps_records: dict[tuple[tuple[str, str], ...], tuple[str, str]] = {}
@@ -715,6 +721,23 @@ class Runtime:
         value = module.namespace.get(chain[0], _MISSING)
         if value is _MISSING:
             return None  # a builtin, or a name defined later
+        if len(chain) > 1:
+            return self._resolve_global_dep(module, chain, value)
+        # Read at the end of every call that ran the reading code: the answer for
+        # the same object stays valid when it cannot change (immutable values,
+        # functions, classes, modules), so it is kept per (module, name).
+        key = (id(module), chain[0])
+        cached = self._global_deps.get(key)
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        found = self._resolve_global_dep(module, chain, value)
+        if isinstance(value, _FIXED_KINDS) or is_immutable(value):
+            self._global_deps[key] = (value, found)
+        return found
+
+    def _resolve_global_dep(
+        self, module: ModuleState, chain: tuple[str, ...], value: object
+    ) -> tuple[str, str] | None:
         home, name = module, chain[0]
         for attr in chain[1:]:
             if not isinstance(value, ModuleType):
