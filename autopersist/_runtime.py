@@ -166,13 +166,12 @@ def _op_wrapper(
     ``collections.namedtuple`` do) finds the user's module, not autopersist."""
     func = op.func
     begin, finish, fail = runtime.begin_call, runtime.finish_call, runtime.fail_call
-    reused, plain = _REUSED, _PLAIN
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         kind, value = begin(op, args, kwargs)
-        if kind == reused:
+        if kind == 1:  # _REUSED (literals: no closure cells to allocate per op)
             return value
-        if kind == plain:
+        if kind == 2:  # _PLAIN
             return func(*args, **kwargs)
         try:
             result = func(*args, **kwargs)
@@ -194,7 +193,26 @@ def _op_wrapper(
 
 
 class OpState:
-    """Per-op state: the raw function, how to bind its arguments, warnings given."""
+    """Per-op state: the raw function, how to bind its arguments, warnings given.
+
+    Slots, and nothing allocated until needed: a module with hundreds of ops makes
+    one of these per op at every import.
+    """
+
+    __slots__ = (
+        "_signature",
+        "always",
+        "calls",
+        "elide",
+        "func",
+        "ignore",
+        "info",
+        "overhead",
+        "plain",
+        "positional_names",
+        "warned",
+        "work",
+    )
 
     def __init__(
         self,
@@ -218,7 +236,8 @@ class OpState:
         self.positional_names = (
             tuple(code.co_varnames[: code.co_argcount]) if simple else None
         )
-        self.warned: set[str] = set()
+        self.warned: frozenset[str] | set[str] = _NOTHING_WARNED
+        self._signature: inspect.Signature | None = None
         #: Accepted new parameters and their default's hash (loaded on first call).
         self.elide: dict[str, str] | None = None
         #: The hot-op guard (PRODUCT.md §3.9): calls so far, seconds spent in the
@@ -228,9 +247,12 @@ class OpState:
         self.overhead = 0.0
         self.plain = False
 
-    @functools.cached_property
+    @property
     def signature(self) -> inspect.Signature:
-        return inspect.signature(self.func)
+        found = self._signature
+        if found is None:
+            found = self._signature = inspect.signature(self.func)
+        return found
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Held in an op wrapper's closure, so pickled with a wrapper sent by value
@@ -335,6 +357,7 @@ class Counters:
 
 
 _MISSING = object()
+_NOTHING_WARNED: frozenset[str] = frozenset()
 #: Values whose meaning as a dependency depends on their identity only.
 _FIXED_KINDS = (FunctionType, type, ModuleType)
 #: What ``Runtime.begin_call`` tells an op wrapper to do. Small ints: a wrapper
@@ -1175,7 +1198,7 @@ class Runtime:
     ) -> None:
         if kind in op.warned:
             return
-        op.warned.add(kind)
+        op.warned = {*op.warned, kind}
         warnings.warn(message, category, stacklevel=_user_stacklevel())
 
     def _warn_unhashable(
