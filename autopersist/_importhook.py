@@ -60,6 +60,7 @@ from autopersist._transform import (
     compile_rewritten,
     has_marker,
     rewrite_source,
+    source_syntax_error,
 )
 from autopersist._transform import instrumented_code as instrumented_code_of
 from autopersist.errors import AlreadyImportedWarning, AutopersistError, TransformError
@@ -425,6 +426,13 @@ def instrumented_code(data: bytes, path: str, *, debug: bool = False) -> CodeTyp
         return compile_rewritten(rewritten.text, path)
     except TransformError:
         raise
+    except SyntaxError as exc:
+        # The compiler finds some errors the parser does not (a misplaced future
+        # import): the user's when the source alone fails the same way.
+        mistake = source_syntax_error(bootstrap_external.decode_source(data), path)
+        if mistake is not None:
+            raise mistake from None
+        raise _internal_error(path, exc) from exc
     except Exception as exc:
         raise _internal_error(path, exc) from exc
 

@@ -97,6 +97,16 @@ def _syntax_error_main(project) -> Path:
     return project.store
 
 
+def _misplaced_future_import(project) -> Path:
+    """A syntax error only the compiler finds, not the parser."""
+    _good_store(project)
+    project.write(
+        "main.py",
+        "# persist\ndef f(x):\n    return x\n\nfrom __future__ import annotations\n",
+    )
+    return project.store
+
+
 def _hook_fails(project) -> Path:
     _good_store(project)
     shim = project.root / "boom"
@@ -206,6 +216,14 @@ CASES = [
         1,
         "main.py:3:",
         _syntax_error_main,
+    ),
+    Case(
+        "misplaced-future-import",
+        ("run", "main.py"),
+        1,
+        "main.py:5:1: syntax error in a module autopersist instruments: from "
+        "__future__ imports must occur at the beginning of the file.",
+        _misplaced_future_import,
     ),
     Case(
         "import-hook-bug",

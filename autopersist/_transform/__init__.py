@@ -35,6 +35,8 @@ __all__ = [
     "instrumented_code",
     "parse_directive",
     "rewrite_source",
+    "source_syntax_error",
+    "syntax_error",
     "versions_of_module",
 ]
 
@@ -98,13 +100,29 @@ def _parsed(source: str, path: str) -> ast.Module:
     try:
         tree = compile(source, path, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
     except SyntaxError as exc:
-        where = f"{path}:{exc.lineno or 0}:{exc.offset or 0}"
-        raise TransformError(
-            f"{where}: syntax error in a module autopersist instruments: {exc.msg}. "
-            "Fix the line, or remove the '# persist' marker to run it as plain Python."
-        ) from None
+        raise syntax_error(path, exc) from None
     assert isinstance(tree, ast.Module)
     return tree
+
+
+def syntax_error(path: str, exc: SyntaxError) -> TransformError:
+    """The user's syntax error in a module being instrumented, as one sentence."""
+    where = f"{path}:{exc.lineno or 0}:{exc.offset or 0}"
+    return TransformError(
+        f"{where}: syntax error in a module autopersist instruments: {exc.msg}. "
+        "Fix the line, or remove the '# persist' marker to run it as plain Python."
+    )
+
+
+def source_syntax_error(source: str, path: str) -> TransformError | None:
+    """The syntax error compiling ``source`` itself raises, if any: errors only the
+    compiler finds (a misplaced or unknown ``from __future__`` import, ``return``
+    outside a function, ...) are the user's, not the rewrite's."""
+    try:
+        compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return syntax_error(path, exc)
+    return None
 
 
 def rewrite_source(
