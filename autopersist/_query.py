@@ -35,10 +35,10 @@ from autopersist._compat import Compatibility
 from autopersist._config import store_dir_from
 from autopersist._storage import (
     BLOB_DIR,
-    BUSY_TIMEOUT_MS,
     DB_NAME,
     _storage_error,
     check_schema_version,
+    connect,
     existing_db_path,
 )
 from autopersist.errors import QueryError, StorageError
@@ -798,7 +798,7 @@ class Store:
         import sqlite3
 
         try:
-            conn = _connect(self.path / DB_NAME, readonly=False)
+            conn = connect(self.path / DB_NAME, readonly=False)
             check_schema_version(conn, self.path)
         except sqlite3.Error as exc:
             msg = f"cannot open the store {self.path} for writing: {exc}."
@@ -1044,21 +1044,6 @@ class Store:
         )
 
 
-def _connect(db_path: Path, *, readonly: bool) -> Any:
-    import sqlite3
-
-    uri = f"file:{db_path}?mode=ro" if readonly else f"file:{db_path}"
-    conn = sqlite3.connect(
-        uri,
-        uri=True,
-        timeout=BUSY_TIMEOUT_MS / 1000,
-        isolation_level=None,  # autocommit; transactions are explicit
-        check_same_thread=False,
-    )
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    return conn
-
-
 def _open_reader(store_dir: Path) -> Any:
     """The Store's connection: it takes part in WAL locking like any other but
     cannot write (``PRAGMA query_only``); ``mode=ro`` only when a normal open fails
@@ -1075,7 +1060,7 @@ def _open_reader(store_dir: Path) -> Any:
     db_path = existing_db_path(store_dir)
     for readonly in (False, True):
         try:
-            conn = _connect(db_path, readonly=readonly)
+            conn = connect(db_path, readonly=readonly)
             if not readonly:
                 conn.execute("PRAGMA query_only = ON")
             check_schema_version(conn, store_dir)

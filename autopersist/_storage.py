@@ -92,7 +92,9 @@ _COUNT_INTO_RUN = (
 Statement = tuple[str, tuple[Any, ...]]
 
 
-def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """An autocommit connection that waits for other writers (the store's one way
+    to open its database, for runs and queries alike)."""
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
     conn = sqlite3.connect(
         uri,
@@ -335,11 +337,11 @@ class Storage:
             if found is not None:
                 _refuse_newer(found, store_dir)
         try:
-            self._write = _connect(self.db_path)
+            self._write = connect(self.db_path)
             _prepare_new_store(self._write, store_dir)
             missing = _missing_tables(self._write)
             _tune_writer(self._write)
-            self._read = _connect(self.db_path)
+            self._read = connect(self.db_path)
         except sqlite3.Error as exc:
             raise _storage_error(store_dir, exc) from exc
         if missing:
@@ -861,9 +863,9 @@ class Storage:
         if closed:
             return
         try:
-            self._write = _connect(self.db_path)
+            self._write = connect(self.db_path)
             _tune_writer(self._write)
-            self._read = _connect(self.db_path)
+            self._read = connect(self.db_path)
         except sqlite3.Error as exc:
             self._fail(_storage_error(self.store_dir, exc), dropping=True)
 
@@ -1071,7 +1073,7 @@ def open_query_database(store_dir: Path, *, write: bool = False) -> Any:
     import sqlite_utils
 
     try:
-        conn = _connect(db_path, readonly=not write)
+        conn = connect(db_path, readonly=not write)
         check_schema_version(conn, store_dir)
         conn.execute("SELECT count(*) FROM calls").fetchone()
     except sqlite3.Error as exc:
