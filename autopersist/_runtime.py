@@ -481,9 +481,7 @@ class Runtime:
             )
         self.storage.mark_versions_seen(seen_again, now, self.run_id)
         # In the same commit as the rows it stands for.
-        self.storage.add_row(
-            "INSERT OR REPLACE INTO _autopersist_meta VALUES (?, ?)", (key, digest)
-        )
+        self.storage.add_meta(key, digest)
 
     # -- op calls ------------------------------------------------------------------
 

@@ -79,6 +79,7 @@ _INSERT_CALL = "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?
 _INSERT_EDGE = "INSERT OR IGNORE INTO call_values VALUES (?, ?, ?, ?)"
 _INSERT_LINK = "INSERT OR IGNORE INTO call_links VALUES (?, ?, ?, ?, ?)"
 _INSERT_PARENT = "INSERT OR IGNORE INTO call_parents VALUES (?, ?)"
+_SET_META = "INSERT OR REPLACE INTO _autopersist_meta VALUES (?, ?)"
 #: A log, one row per run and commit: a run may reuse a call from its in-memory
 #: index after another process forgot it; its row then names a call no longer
 #: stored (not an inconsistency).
@@ -282,10 +283,7 @@ def create_schema(conn: sqlite3.Connection, store_dir: Path) -> None:
             for statement in DDL.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            conn.execute(
-                "INSERT OR REPLACE INTO _autopersist_meta VALUES (?, ?)",
-                ("schema_version", str(SCHEMA_VERSION)),
-            )
+            conn.execute(_SET_META, ("schema_version", str(SCHEMA_VERSION)))
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
@@ -507,6 +505,10 @@ class Storage:
         """A committed value of ``_autopersist_meta``, or None."""
         rows = self._query("SELECT value FROM _autopersist_meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
+
+    def add_meta(self, key: str, value: str) -> None:
+        """Buffer a value of ``_autopersist_meta`` (committed with the rows before)."""
+        self.add_row(_SET_META, (key, value))
 
     def known_versions(self, module: str) -> set[tuple[str, str]]:
         """``(func_id, version_id)`` stored for the functions of ``module``."""
