@@ -3,15 +3,13 @@
 An op called many times in one process (a loop) would otherwise cost one indexed
 SQLite query per call (~4 µs, more as the store grows): the storage loads all the
 op's reusable calls once, when its lookups reach ``LOAD_AFTER_LOOKUPS`` and
-``LOAD_SHARE`` of its stored calls, and from then on answers from this index,
+``LOAD_SHARE`` of the store's calls, and from then on answers from this index,
 which the calls the process stores are added to as well.
 Calls that other processes store after the load are not seen: such a call is
 computed again and stored under the same content-derived id (kept once).
 """
 
 from __future__ import annotations
-
-import sys
 
 #: Lookups of one op (by SQL) after which its calls may be loaded into memory:
 #: small scripts never pay for the load (~1-5 µs per stored call, once) ...
@@ -36,26 +34,18 @@ class OpIndex:
     def __init__(self) -> None:
         self._by_inputs: dict[str, tuple[Candidate, ...]] = {}
 
-    def __len__(self) -> int:
-        return len(self._by_inputs)
-
     def get(self, inputs_id: str) -> tuple[Candidate, ...]:
         return self._by_inputs.get(inputs_id, ())
 
     def extend(self, rows: list[tuple[str, str, str, str, bytes | None]]) -> None:
         """Add ``(inputs_id, call_id, deps_id, output_id, data)`` rows read from the
-        store (``add`` for each, inlined: a load adds up to millions)."""
-        by_inputs = self._by_inputs
+        store; the many rows of one dependency set share one ``deps_id`` string."""
         shared: dict[str, str] = {}
         for inputs_id, call_id, deps_id, output_id, data in rows:
-            deps_id = shared.setdefault(deps_id, deps_id)
-            if data is not None and len(data) > SMALL_OUTPUT:
-                data = None
-            found = by_inputs.get(inputs_id)
-            if found is None:
-                by_inputs[inputs_id] = ((call_id, deps_id, output_id, data),)
-            elif all(candidate[0] != call_id for candidate in found):
-                by_inputs[inputs_id] = (*found, (call_id, deps_id, output_id, data))
+            self._put(
+                inputs_id,
+                (call_id, shared.setdefault(deps_id, deps_id), output_id, data),
+            )
             if len(shared) > 10_000:  # calls with many distinct sets: share none
                 shared.clear()
 
@@ -67,12 +57,15 @@ class OpIndex:
         output_id: str,
         data: bytes | None,
     ) -> None:
-        if data is not None and len(data) > SMALL_OUTPUT:
-            data = None
-        # Many calls share one dependency set: one string object for all of them.
-        row = (call_id, sys.intern(deps_id), output_id, data)
+        """Add a call this process stores (its ``deps_id`` is shared already: the
+        runtime keeps one string per dependency set)."""
+        self._put(inputs_id, (call_id, deps_id, output_id, data))
+
+    def _put(self, inputs_id: str, row: Candidate) -> None:
+        if row[3] is not None and len(row[3]) > SMALL_OUTPUT:
+            row = (row[0], row[1], row[2], None)
         found = self._by_inputs.get(inputs_id)
         if found is None:
             self._by_inputs[inputs_id] = (row,)
-        elif all(candidate[0] != call_id for candidate in found):
+        elif all(candidate[0] != row[0] for candidate in found):
             self._by_inputs[inputs_id] = (*found, row)
