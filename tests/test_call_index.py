@@ -1,0 +1,133 @@
+"""The in-memory index of an op's stored calls (``_call_index``): loops past its
+load reuse exactly what SQL lookups would, calls stored by another process after
+the load are computed again and kept once, and a run that looks up few of many
+stored calls never loads it."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from autopersist._call_index import LOAD_AFTER_LOOKUPS, LOAD_SHARE
+from autopersist._hashing import combine, content_hash
+from autopersist._storage import Storage, check_consistency
+from tests._helpers import autopersist_args
+
+pytestmark = pytest.mark.subprocess
+
+LOOP = """
+# persist
+import sys
+
+def sq(x):  # persist: always
+    return x * x
+
+lo, hi, rounds = (int(a) for a in sys.argv[1:4])
+for _ in range(rounds):
+    total = sum(sq(i) for i in range(lo, hi))
+print(total)
+"""
+
+
+def test_loops_past_the_index_load_reuse_what_they_stored(project):
+    project.write("loop.py", LOOP)
+    first = project.run("loop.py", "0", "300", "2")
+    assert first.stdout == f"{sum(i * i for i in range(300))}\n"
+    # The second round of the same run is answered by the index (loaded at the
+    # 50th lookup), which holds the calls this run stored.
+    assert first.counts() == {"calls": 600, "reused": 300, "computed": 300, "failed": 0}
+    second = project.run("loop.py", "0", "600", "1")
+    assert second.stdout == f"{sum(i * i for i in range(600))}\n"
+    assert second.counts() == {
+        "calls": 600,
+        "reused": 300,
+        "computed": 300,
+        "failed": 0,
+    }
+    assert project.calls_of("loop:sq") == 600
+    assert check_consistency(project.store) == []
+
+
+OPS = """
+# persist
+def sq(x):  # persist: always
+    return x * x
+"""
+
+WAITER = """
+import os
+import time
+
+from ops import sq
+
+for i in range(100):  # 100 lookups: the index is loaded, holding these calls
+    sq(i)
+open("loaded", "w").close()
+while not os.path.exists("stored"):
+    time.sleep(0.02)
+print(sum(sq(i) for i in range(100, 200)))
+"""
+
+OTHER = """
+from ops import sq
+
+print(sum(sq(i) for i in range(100, 200)))
+"""
+
+
+def test_calls_stored_by_another_process_after_the_load_are_kept_once(project):
+    project.write("ops.py", OPS)
+    project.write("waiter.py", WAITER)
+    project.write("other.py", OTHER)
+    waiter = subprocess.Popen(
+        autopersist_args("run", "waiter.py"),
+        cwd=project.root,
+        env=project.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (project.root / "loaded").exists():
+        assert waiter.poll() is None, waiter.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    other = project.run("other.py")
+    assert other.counts()["computed"] == 100
+    (project.root / "stored").touch()
+    out, err = waiter.communicate(timeout=60)
+    expected = f"{sum(i * i for i in range(100, 200))}\n"
+    assert waiter.returncode == 0, err
+    assert out == other.stdout == expected
+    # Not seen by the waiter's index, loaded before: computed again, stored once.
+    assert "200 calls, 0 reused, 200 computed" in err
+    assert project.calls_of("ops:sq") == 200
+    assert check_consistency(project.store) == []
+    # A new run sees them all.
+    again = project.run("other.py")
+    assert again.counts() == {"calls": 100, "reused": 100, "computed": 0, "failed": 0}
+
+
+def test_few_lookups_in_a_big_store_use_sql(project):
+    """The load reads the whole calls table: a process looking up fewer than a
+    tenth of the store's calls keeps querying, and finds the same calls."""
+    project.write("loop.py", LOOP)
+    assert project.run("loop.py", "0", "1000", "1").returncode == 0
+    storage = Storage(project.store)
+    try:
+
+        def lookup(i: int) -> int:
+            inputs_id = combine("loop:sq", "x", content_hash(i))
+            return len(storage.candidates("loop:sq", inputs_id))
+
+        few = int(1000 * LOAD_SHARE) - 1
+        assert few > LOAD_AFTER_LOOKUPS
+        assert [lookup(i) for i in range(few)] == [1] * few
+        assert storage._indexes == {}
+        assert [lookup(i) for i in range(few, few + 10)] == [1] * 10
+        assert "loop:sq" in storage._indexes  # the share was reached: loaded
+        assert lookup(5000) == 0  # never stored
+    finally:
+        storage.close()
