@@ -100,6 +100,80 @@ def test_a_reused_result_is_independent_of_other_callers(project):
         assert result.stdout == "[1, 2, 3, 99] [1, 2, 3] False\n"
 
 
+def test_a_global_rebound_between_calls_in_one_run_is_seen(project):
+    """Dependencies on unchanging globals are resolved once per object: a global
+    rebound to another value in the same run is a new dependency value."""
+    project.write(
+        "rebind.py",
+        """
+        # persist
+        SCALE = 2
+
+        def scaled(x):
+            return x * SCALE
+
+        first = scaled(5)
+        SCALE = 3
+        second = scaled(5)
+        SCALE = 2
+        third = scaled(5)
+        print(first, second, third)
+        """,
+    )
+    result = project.run("rebind.py")
+    assert result.stdout == "10 15 10\n"
+    assert result.counts() == {"calls": 3, "reused": 1, "computed": 2, "failed": 0}
+    again = project.run("rebind.py")
+    assert again.stdout == "10 15 10\n"
+    assert again.counts()["computed"] == 0
+
+
+def test_values_without_a_utf8_form_and_big_containers_are_stored(project):
+    """Lone surrogates (from a byte-escaped filename, say) in an argument, a result
+    and an error message; a big list's preview is cut, its value whole."""
+    project.write(
+        "odd.py",
+        """
+        # persist
+        def echo(s):
+            return s + "!"
+
+        def fail(s):
+            if s:
+                raise ValueError(s)
+            return s
+
+        def big(n):
+            return list(range(n))
+
+        name = b"caf\\xe9".decode("utf-8", "surrogateescape")
+        print(ascii(echo(name)), len(big(100_000)))
+        try:
+            fail(name)
+        except ValueError as exc:
+            print("raised", ascii(str(exc)))
+        """,
+    )
+    expected = "'caf\\udce9!' 100000\nraised 'caf\\udce9'\n"
+    first = project.run("odd.py")
+    assert first.stdout == expected, first.stderr
+    assert first.counts() == {"calls": 3, "reused": 0, "computed": 2, "failed": 1}
+    second = project.run("odd.py")
+    assert second.stdout == expected
+    assert second.counts()["reused"] == 2
+    with project.db() as db:
+        error = db.execute(
+            "SELECT error FROM calls WHERE op_id = 'odd:fail'"
+        ).fetchone()
+        preview = db.execute(
+            "SELECT v.preview, v.size FROM calls c JOIN value_rows v "
+            "ON v.value_id = c.output_id WHERE c.op_id = 'odd:big'"
+        ).fetchone()
+    assert error[0] == "ValueError: caf\\udce9"
+    assert preview[0].startswith("[0, 1, 2, ") and len(preview[0]) <= 200
+    assert preview[1] > 100_000
+
+
 def test_numpy_arrays_round_trip(project):
     pytest.importorskip("numpy")
     project.write(
