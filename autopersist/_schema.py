@@ -35,6 +35,9 @@ Tables (documented for users in docs/store.md):
                was reusing it may still be named here)
 ``value_rows`` values: type, size, a short preview, the pickled bytes inline when
                small (``data``), else NULL and the bytes in ``blobs/ab/cdef...``
+               (``size`` is the file's); since format 3 a blob holding buffers of
+               64 KiB or more is in ``_codec``'s framed layout (``b"APB1"``, the
+               pickle, then each buffer aligned), other values are plain pickles
 """
 
 from __future__ import annotations
@@ -46,7 +49,10 @@ from __future__ import annotations
 #: ``uses`` (one row per reuse), both done to a format-1 store by ``UPGRADES``; no
 #: ``calls_by_run`` index in new stores. An older autopersist must not collect
 #: such a store's outputs as unreferenced, hence the bump.
-SCHEMA_VERSION = 2
+#: 3: values holding large buffers (numpy arrays...) are stored in ``_codec``'s
+#: framed layout, which format-2 code cannot unpickle: it refuses the store
+#: instead. No table changes; a format-2 store's plain pickles stay readable.
+SCHEMA_VERSION = 3
 
 #: Tables added after format 1, with the format that added them.
 TABLE_SINCE = {"reuses": 2}
@@ -61,6 +67,7 @@ UPGRADES = {
         "FROM uses GROUP BY run_id",
         "DROP TABLE uses",
     ),
+    2: (),  # format 3 changed only how new blobs are written
 }
 
 DDL = """
