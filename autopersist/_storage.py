@@ -40,6 +40,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from autopersist._batch_sql import Statement, execute_batch
 from autopersist._call_index import (
     LOAD_AFTER_LOOKUPS,
     LOAD_SHARE,
@@ -57,8 +58,9 @@ BLOB_DIR = "blobs"
 INLINE_LIMIT = 64 * 1024
 #: A finished call is committed at most this long after it finished.
 FLUSH_SECONDS = 0.5
-#: Buffered statements above which the writing thread commits them itself.
-BACKPRESSURE_STATEMENTS = 50_000
+#: Buffered statements above which the writing thread commits them itself (a new
+#: call buffers about four, ~1.5 KB in all: this bounds the buffer near 80 MB).
+BACKPRESSURE_STATEMENTS = 200_000
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_MS = 120_000
 #: While commits fail (full disk), keep at most this many statements to retry.
@@ -89,8 +91,6 @@ _COUNT_INTO_RUN = (
     "UPDATE runs SET calls = calls + ?, reused = reused + ?, computed = computed + ?, "
     "failed = failed + ? WHERE run_id = ?"
 )
-
-Statement = tuple[str, tuple[Any, ...]]
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -576,19 +576,14 @@ class Storage:
             return True
 
     def _backpressure(self) -> bool:
-        """True when the writing thread should commit the buffer itself (called
-        outside ``_lock``): a commit is due, or the buffer is so long that memory
-        must be bounded.
+        """True when the buffer is so long that the writing thread must commit it
+        itself (called outside ``_lock``), to bound memory.
 
-        A program that keeps storing calls commits them on its own thread: the
-        commit's work is the same, but done by the flush thread it would compete
-        with the program for the GIL (sqlite3 takes it back for every row), which
-        costs both more. The flush thread commits only what a busy or idle
-        program leaves buffered (see ``_flush_loop``)."""
-        return (
-            len(self._buffer) + self._use_count > BACKPRESSURE_STATEMENTS
-            or time.monotonic() >= self._commit_due
-        )
+        Otherwise the flush thread commits every ``FLUSH_SECONDS``: its commits run
+        as a few long SQLite steps that release the GIL (``_batch_sql``), so on a
+        second core they cost the program little. A program that produces rows
+        faster than they commit pays for the commit itself."""
+        return len(self._buffer) + self._use_count > BACKPRESSURE_STATEMENTS
 
     def add_value(
         self, value_id: str, data: bytes, type_name: str, preview: str
@@ -722,17 +717,7 @@ class Storage:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                # One executemany per statement text, in order of first appearance
-                # (rows are INSERT OR IGNORE on content keys, so only the run row's
-                # insert-then-update order matters, and first appearance keeps it).
-                grouped: dict[str, list[tuple[Any, ...]]] = {}
-                for sql, params in batch:
-                    grouped.setdefault(sql, []).append(params)
-                for sql, rows in grouped.items():
-                    if len(rows) == 1:
-                        conn.execute(sql, rows[0])
-                    else:
-                        conn.executemany(sql, rows)
+                execute_batch(conn, batch)
                 conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
