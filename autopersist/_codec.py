@@ -1,9 +1,10 @@
 """Serialization of values for the store: pickle protocol 5, large buffers apart.
 
 A value without large buffers is an ordinary protocol-5 pickle (it starts with
-``b"\\x80"``). A value holding buffers of at least ``OUT_OF_BAND`` bytes (numpy
-arrays, pandas columns, ``bytes``...) is written in a framed layout instead, so
-that loading it needs no copy of those buffers::
+``b"\\x80"``). A value holding buffers of at least ``OUT_OF_BAND`` bytes (what
+objects hand pickle as a ``PickleBuffer``: numpy arrays, so pandas columns too;
+``bytes`` and ``bytearray`` always stay in the pickle) is written in a framed
+layout instead, so that loading it needs no copy of those buffers::
 
     b"APB1"                  magic; "A" is no pickle opcode, so it never starts one
     pickle length, count     little-endian u64, u32

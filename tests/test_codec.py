@@ -194,6 +194,21 @@ def test_dict_of_two_big_arrays_and_small_values() -> None:
     assert (restored["name"], restored["n"]) == ("run", 3)
 
 
+def test_a_read_only_array_loads_read_only_as_after_a_plain_unpickle(
+    tmp_path: Path,
+) -> None:
+    np = pytest.importorskip("numpy")
+    array = np.arange(BIG)
+    array.flags.writeable = False
+    data = dumps(array)
+    assert data[:4] == MAGIC
+    assert not pickle.loads(pickle.dumps(array, 5)).flags.writeable
+    for source in (data, _mapped(data, tmp_path)):
+        restored = loads(source)
+        assert not restored.flags.writeable
+        assert np.array_equal(restored, array)
+
+
 def test_one_array_twice_stays_one_object() -> None:
     np = pytest.importorskip("numpy")
     array = np.arange(BIG)
@@ -227,6 +242,7 @@ def test_non_contiguous_view_round_trip() -> None:
 def test_big_bytes_and_zero_d_array() -> None:
     np = pytest.importorskip("numpy")
     blob = bytes(range(256)) * 4096  # 1 MiB
+    assert dumps(blob) == pickle.dumps(blob, 5)  # pickle keeps bytes in band
     restored = loads(dumps(blob))
     assert type(restored) is bytes and restored == blob
     big = bytearray(blob)
