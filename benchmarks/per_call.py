@@ -159,15 +159,21 @@ def measure_joblib(n: int, reps: int) -> dict[str, float]:
 
 
 def measure_growth(prefill: int, n: int) -> dict[str, float]:
-    """µs/call of ``n`` new then reused calls in a store already holding ``prefill``."""
+    """µs/call of ``n`` new then reused calls in a store already holding ``prefill``:
+    in the loop, and over the whole run (wall minus a 0-call run on that store)."""
     with tempfile.TemporaryDirectory(prefix="apbench-") as d:
         _setup(d)
         run_child(ap_args("main.py", 0, prefill), d)
+        base = median(
+            run_child(ap_args("main.py", prefill, 0), d).wall for _ in range(3)
+        )
         first = run_child(ap_args("main.py", prefill, n), d)
         second = run_child(ap_args("main.py", prefill, n), d)
     return {
         "new_loop": _us(first.data["seconds"], n),
         "reuse_loop": _us(second.data["seconds"], n),
+        "new_run": _us(first.wall - base, n),
+        "reuse_run": _us(second.wall - base, n),
     }
 
 
@@ -248,33 +254,42 @@ def run(
     big = max(sizes)
     if 10_000 in at and big > 10_000:
         for kind, name in (("new", "new"), ("reuse", "reused")):
-            ratio = at[big][f"{kind}_loop"] / at[10_000][f"{kind}_loop"]
-            rows.append(
-                Row(
-                    BENCH,
-                    f"{name}: µs/call at {_label(big)} / at 10k (fresh stores)",
-                    "ratio",
-                    ratio,
-                    target="no growth (<= 1.25)",
-                    met=ratio <= 1.25,
+            # The target compares whole runs: they count the same work at both
+            # sizes. A 10k-call loop ends before the first commit is due (its
+            # commit is at exit), a 100k-call loop commits as it goes.
+            for part, where, target in (
+                ("run", "whole run", True),
+                ("loop", "loop", False),
+            ):
+                ratio = at[big][f"{kind}_{part}"] / at[10_000][f"{kind}_{part}"]
+                rows.append(
+                    Row(
+                        BENCH,
+                        f"{name}: µs/call at {_label(big)} / at 10k, {where} (fresh stores)",
+                        "ratio",
+                        ratio,
+                        target="no growth (<= 1.25)" if target else "",
+                        met=ratio <= 1.25 if target else None,
+                    )
                 )
-            )
     if growth and 10_000 in at:
         prefill = max(big, 10_000)
         progress(f"per-call: 10k calls into a store holding {prefill}")
         g = measure_growth(prefill, 10_000)
         for kind, name in (("new", "new"), ("reuse", "reused")):
-            ratio = g[f"{kind}_loop"] / at[10_000][f"{kind}_loop"]
-            rows.append(
-                Row(
-                    BENCH,
-                    f"{name}, 10k calls into a store holding {_label(prefill)}",
-                    "µs/call",
-                    g[f"{kind}_loop"],
-                    target="same as 10k fresh (<= 1.25x)",
-                    met=ratio <= 1.25,
+            for part, where in (("run", "whole run"), ("loop", "loop")):
+                ratio = g[f"{kind}_{part}"] / at[10_000][f"{kind}_{part}"]
+                rows.append(
+                    Row(
+                        BENCH,
+                        f"{name}, 10k calls into a store holding {_label(prefill)}, "
+                        f"{where}",
+                        "µs/call",
+                        g[f"{kind}_{part}"],
+                        target=f"<= 1.25x 10k fresh ({ratio:.2f}x)",
+                        met=ratio <= 1.25,
+                    )
                 )
-            )
     return rows
 
 
