@@ -14,11 +14,13 @@
   rename), which is what makes a mapping safe: truncating a mapped file would make
   touching its lost pages fail with SIGBUS.
 
-Python's ``mmap`` keeps a duplicate of the file descriptor until the mapping is
-freed (before Python 3.13's ``trackfd``), so a program holding many reused
-results would hold as many descriptors. Past ``MAX_MAPPINGS`` live mappings,
-and where a file cannot be mapped, the file is read into a new ``bytearray``
-instead: still one copy less than reading ``bytes`` and unpickling them.
+A file under ``MAP_FROM`` bytes is read into a new ``bytearray`` instead (also
+writable and private, and one copy less than reading ``bytes`` and unpickling
+them): mapping and unmapping cost a few system calls, which only pay off from
+about half a megabyte. So is a file past ``MAX_MAPPINGS`` live mappings: Python's
+``mmap`` keeps a duplicate of the file descriptor until the mapping is freed
+(before Python 3.13's ``trackfd``), and a program holding many reused results
+must not run out of descriptors. And so is a file that cannot be mapped.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import os
 import weakref
 from pathlib import Path
 
-__all__ = ["MAX_MAPPINGS", "read_blob"]
+__all__ = ["MAP_FROM", "MAX_MAPPINGS", "read_blob"]
 
+#: Smaller files are read (faster up to about this size, measured on Linux).
+MAP_FROM = 512 * 1024
 #: Live mappings at most (each holds a file descriptor).
 MAX_MAPPINGS = 128
 
@@ -44,7 +48,7 @@ def read_blob(path: Path) -> memoryview:
     """
     with open(path, "rb", buffering=0) as handle:
         size = os.fstat(handle.fileno()).st_size
-        if size and len(_live) < MAX_MAPPINGS:
+        if size >= MAP_FROM and len(_live) < MAX_MAPPINGS:
             try:
                 mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
             except (OSError, ValueError):

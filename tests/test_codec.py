@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from autopersist._blobfile import MAX_MAPPINGS, read_blob
+from autopersist._blobfile import MAP_FROM, MAX_MAPPINGS, read_blob
 from autopersist._codec import MAGIC, OUT_OF_BAND, dumps, loads
 from autopersist.errors import HashingError
 
@@ -285,13 +285,20 @@ def test_a_live_mapping_survives_replace_and_delete(tmp_path: Path) -> None:
     assert loaded[-1] == 0.0
 
 
-def test_past_the_mapping_limit_blobs_are_read(tmp_path: Path) -> None:
+def test_small_blobs_and_those_past_the_mapping_limit_are_read(
+    tmp_path: Path,
+) -> None:
     np = pytest.importorskip("numpy")
-    data = dumps(np.arange(OUT_OF_BAND, dtype=np.uint8))
+    small = tmp_path / "small"
+    small.write_bytes(dumps(np.arange(OUT_OF_BAND, dtype=np.uint8)))
+    first, second = loads(read_blob(small)), loads(read_blob(small))
+    assert isinstance(read_blob(small).obj, bytearray)
+    first[-1] = 0  # writable, and its own memory
+    assert second[-1] == 255 and loads(read_blob(small))[-1] == 255
     path = tmp_path / "blob"
-    path.write_bytes(data)
+    path.write_bytes(dumps(np.full(MAP_FROM, 7, dtype=np.uint8)))
     held = [loads(read_blob(path)) for _ in range(MAX_MAPPINGS + 5)]
-    assert all(a.flags.writeable and a[-1] == 255 for a in held)
+    assert all(a.flags.writeable and a[-1] == 7 for a in held)
     assert isinstance(read_blob(path).obj, bytearray)
     held.clear()
     assert not isinstance(read_blob(path).obj, bytearray)  # mappings freed
