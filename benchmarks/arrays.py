@@ -16,14 +16,21 @@ step). Figures:
 * new run: seconds, and "store throughput" = 3 x size / (t_new - t_plain), the
   MB/s at which the memoizer takes in the arrays it must hash and store;
 * reused run: seconds (it loads 3 arrays and hashes 2 inputs);
+* reused, result never touched: ``main.py`` timing only ``make(n, 0)``, whose
+  result it prints only by shape (a step the program reuses but does not look
+  at): seconds and the process's peak RSS, vs plain and joblib doing the same;
 * in-process: ``autopersist._hashing.content_hash`` of one array, in GB/s,
-  vs ``joblib.hash`` (target: >= 1 GB/s at 100 MB), and ``_codec.dumps`` + writing
-  the blob file (what the store does for a value > 64 KiB).
+  vs ``joblib.hash`` (target: >= 1 GB/s at 100 MB), ``_codec.dumps`` + writing
+  the blob file (what the store does for a value > 64 KiB), and reading the blob
+  file back as a reuse does (``Storage.value_bytes`` + ``_codec.loads``) then
+  summing the array, so that every byte is read.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -64,17 +71,22 @@ import time
 
 import pipe
 
-n = int(sys.argv[1])
+n, what, store = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 make, normalize, smooth = pipe.make, pipe.normalize, pipe.smooth
-if len(sys.argv) > 2:
+if store != "-":
     from joblib import Memory
 
-    memory = Memory(location=sys.argv[2], verbose=0)
+    memory = Memory(location=store, verbose=0)
     make, normalize, smooth = memory.cache(make), memory.cache(normalize), memory.cache(smooth)
 t0 = time.perf_counter()
-out = smooth(normalize(make(n, 0)))
-seconds = time.perf_counter() - t0
-print("BENCH " + json.dumps({"seconds": seconds, "last": float(out[-1])}))
+if what == "pipeline":
+    out = smooth(normalize(make(n, 0)))
+    seconds = time.perf_counter() - t0
+    print("BENCH " + json.dumps({"seconds": seconds, "last": float(out[-1])}))
+else:  # "make": the result is never touched, only its shape printed
+    out = make(n, 0)
+    seconds = time.perf_counter() - t0
+    print("BENCH " + json.dumps({"seconds": seconds, "last": list(out.shape)}))
 """
 
 HASH = """\
@@ -87,8 +99,15 @@ import time
 import numpy as np
 from joblib import hash as joblib_hash
 
-from autopersist._codec import dumps
+from autopersist._codec import dumps, loads
 from autopersist._hashing import content_hash
+
+try:  # a reuse maps the blob file; before that, it read it whole
+    from autopersist._blobfile import read_blob
+except ImportError:
+    def read_blob(path):
+        with open(path, "rb") as handle:
+            return handle.read()
 
 n, reps = int(sys.argv[1]), int(sys.argv[2])
 a = np.random.default_rng(1).standard_normal(n)
@@ -112,10 +131,20 @@ def store():
     os.unlink(path)
 
 
+with open("blob", "wb") as handle:
+    handle.write(dumps(a))
+
+
+def load_and_sum():
+    float(loads(read_blob("blob")).sum())
+
+
 print("BENCH " + json.dumps({
     "ap_hash": best(lambda: content_hash(a)),
     "joblib_hash": best(lambda: joblib_hash(a)),
     "dumps_write": best(store),
+    "read_loads_sum": best(load_and_sum),
+    "sum": best(lambda: float(a.sum())),
 }))
 """
 
@@ -123,32 +152,38 @@ BENCH = "arrays"
 
 
 def measure_pipeline(mb: int, reps: int) -> dict[str, float]:
+    """Median seconds of each variant; ``*_rss``: median peak RSS in MB."""
     n = mb * 1024 * 1024 // 8
-    res: dict[str, list[float]] = {
-        k: [] for k in ("plain", "new", "reuse", "jl_new", "jl_reuse")
-    }
+    res: dict[str, list[float]] = {}
     for _ in range(reps):
         with tempfile.TemporaryDirectory(prefix="apbench-") as d:
             write(d, "pipe.py", PIPE)
             write(d, "main.py", MAIN)
             run_child(["-c", "import pipe"], d)  # plain bytecode cache, numpy warm
-            plain = run_child(["main.py", n], d)
-            new = run_child(ap_args("main.py", n), d)
-            reuse = run_child(ap_args("main.py", n), d)
             store = str(Path(d) / "joblib")
-            jl_new = run_child(["main.py", n, store], d)
-            jl_reuse = run_child(["main.py", n, store], d)
-            lasts = {c.data["last"] for c in (plain, new, reuse, jl_new, jl_reuse)}
-            if len(lasts) != 1:
-                raise RuntimeError(f"pipelines disagree: {lasts}")
-            for key, child in (
-                ("plain", plain),
-                ("new", new),
-                ("reuse", reuse),
-                ("jl_new", jl_new),
-                ("jl_reuse", jl_reuse),
-            ):
-                res[key].append(child.data["seconds"])
+            runs = {}
+            for what, suffix in (("pipeline", ""), ("make", "_untouched")):
+                plain = run_child(["main.py", n, what, "-"], d)
+                new = run_child(ap_args("main.py", n, what, "-"), d)
+                reuse = run_child(ap_args("main.py", n, what, "-"), d)
+                jl_new = run_child(["main.py", n, what, store], d)
+                jl_reuse = run_child(["main.py", n, what, store], d)
+                children = (plain, new, reuse, jl_new, jl_reuse)
+                lasts = {json.dumps(c.data["last"]) for c in children}
+                if len(lasts) != 1:
+                    raise RuntimeError(f"{what}: runs disagree: {lasts}")
+                for key, child in zip(
+                    ("plain", "new", "reuse", "jl_new", "jl_reuse"),
+                    children,
+                    strict=True,
+                ):
+                    runs[key + suffix] = child
+                # A later run of the pipeline reuses make's call: a new store.
+                shutil.rmtree(Path(d) / ".autopersist")
+                shutil.rmtree(store)
+            for key, child in runs.items():
+                res.setdefault(key, []).append(child.data["seconds"])
+                res.setdefault(key + "_rss", []).append(child.maxrss_mb)
     return {k: median(v) for k, v in res.items()}
 
 
@@ -184,6 +219,26 @@ def run(sizes_mb: list[int] | None = None, reps: int = 3) -> list[Row]:
         rows.append(
             Row(BENCH, f"{mb} MB: reused run", "s", p["reuse"], plain, p["jl_reuse"])
         )
+        rows.append(
+            Row(
+                BENCH,
+                f"{mb} MB: reused, result never touched (make only)",
+                "s",
+                p["reuse_untouched"],
+                p["plain_untouched"],
+                p["jl_reuse_untouched"],
+            )
+        )
+        rows.append(
+            Row(
+                BENCH,
+                f"{mb} MB: reused, result never touched: peak RSS, whole process",
+                "MB",
+                p["reuse_untouched_rss"],
+                p["plain_untouched_rss"],
+                p["jl_reuse_untouched_rss"],
+            )
+        )
         progress(f"arrays: hashing {mb} MB in-process")
         h = measure_hash(mb, 5)
         gbs = mb / 1024 / h["ap_hash"]
@@ -209,13 +264,25 @@ def run(sizes_mb: list[int] | None = None, reps: int = 3) -> list[Row]:
                 higher_is_better=True,
             )
         )
+        rows.append(
+            Row(
+                BENCH,
+                f"{mb} MB: read blob file + unpickle + sum (in-process; plain: sum)",
+                "GB/s",
+                mb / 1024 / h["read_loads_sum"],
+                mb / 1024 / h["sum"],
+                higher_is_better=True,
+            )
+        )
     return rows
 
 
 NOTES = (
     "Pipeline times are of smooth(normalize(make(n))) inside the script. 'store "
     "throughput' divides the 3 stored arrays by the time added over plain Python. "
-    "joblib column of content_hash = joblib.hash of the same array.",
+    "joblib column of content_hash = joblib.hash of the same array. 'never "
+    "touched' times make(n) alone in a new store, its result printed only by "
+    "shape; plain = computing it.",
 )
 
 
