@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from autopersist._batch_sql import Statement, execute_batch
+from autopersist._blobfile import read_blob
 from autopersist._call_index import (
     LOAD_AFTER_LOOKUPS,
     LOAD_SHARE,
@@ -469,8 +470,9 @@ class Storage:
         self._deps_cache[deps_id] = found
         return found
 
-    def value_bytes(self, value_id: str) -> bytes:
-        """The pickled bytes of a stored value.
+    def value_bytes(self, value_id: str) -> bytes | memoryview:
+        """The pickled bytes of a stored value; a blob file's as a fresh, private
+        copy-on-write mapping (``_blobfile.read_blob``), read only where touched.
 
         :raises StorageError: the value is missing, or its blob file is damaged.
         """
@@ -492,7 +494,7 @@ class Storage:
             size = rows[0][1]
         path = self.blob_path(value_id)
         try:
-            data = path.read_bytes()
+            data = read_blob(path)
         except OSError as exc:
             msg = f"the blob file {path} of value {value_id} cannot be read ({exc})."
             raise StorageError(msg) from exc
@@ -616,8 +618,11 @@ class Storage:
     def _write_blob(self, value_id: str, data: bytes) -> None:
         path = self.blob_path(value_id)
         with contextlib.suppress(OSError):
-            if path.stat().st_size == len(data):
-                return  # written by this or another process (same content, same id)
+            found = path.stat().st_size
+            # Written by this or another process (same content, same id), maybe in
+            # an older layout (format 2: plain pickles) that its row's size records.
+            if found == len(data) or found == self._committed_size(value_id):
+                return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -631,6 +636,13 @@ class Storage:
                 raise
         except OSError as exc:
             raise _storage_error(self.store_dir, exc) from exc
+
+    def _committed_size(self, value_id: str) -> int | None:
+        """The size the committed row of ``value_id`` records, or None."""
+        rows = self._query(
+            "SELECT size FROM value_rows WHERE value_id = ?", (value_id,)
+        )
+        return rows[0][0] if rows else None
 
     def knows_value(self, value_id: str) -> bool:
         """True when this process already stored ``value_id`` (no need to pickle it)."""

@@ -28,7 +28,12 @@ def test_hot_op_switches_to_plain_once_and_stays_a_dependency(project):
     assert result.stderr.count("HotOpWarning") == 1
     assert "h:tiny runs unmemoized for the rest of this run" in result.stderr
     assert result.counts()["computed"] == 1001  # big + the first 1000 calls of tiny
-    assert project.run("h.py").counts() == {"calls": 1, "reused": 1, "computed": 0, "failed": 0}
+    assert project.run("h.py").counts() == {
+        "calls": 1,
+        "reused": 1,
+        "computed": 0,
+        "failed": 0,
+    }
     project.edit("h.py", "return x + 1", "return x + 2")
     edited = project.run("h.py")
     assert edited.stdout == f"{sum(range(2, 5002))}\n"

@@ -167,11 +167,6 @@ def test_a_format_2_store_is_upgraded_and_its_plain_pickle_blobs_load(project):
     assert check_consistency(project.store) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Storage._write_blob replaces a format-2 blob by one of another size while "
-    "its row keeps the old size; remove this mark with the fix in _storage.py",
-)
 def test_an_old_blob_stays_readable_when_a_new_call_stores_its_value_again(project):
     """After the upgrade, a new call taking a value that a format-2 blob holds
     stores that value again (in the framed layout, another size): the calls that
