@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autopersist._blobfile import read_blob
 from autopersist._codec import loads
 from autopersist._compat import Compatibility
 from autopersist._config import store_dir_from
@@ -438,10 +439,9 @@ class Store:
 
     def _decode(self, value_id: str, type_name: str, data: bytes | None) -> object:
         try:
+            # A blob as a private copy-on-write mapping: big arrays load lazily.
             raw = (
-                bytes(data)
-                if data is not None
-                else self.blob_path(value_id).read_bytes()
+                bytes(data) if data is not None else read_blob(self.blob_path(value_id))
             )
         except OSError as exc:
             return UnreadableValue(
