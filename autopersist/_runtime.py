@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FunctionType, ModuleType, TracebackType
+from types import CellType, CodeType, FunctionType, ModuleType, TracebackType
 from typing import Any
 
 from autopersist._call_index import SMALL_OUTPUT
@@ -149,23 +149,25 @@ class ModuleState:
         runtime = self.runtime
 
         def decorate(func: FunctionType) -> Callable[..., Any]:
-            op = OpState(info, func, ignore=frozenset(ignore), always=always)
+            op = OpState(
+                info,
+                func,
+                ignore=frozenset(ignore) if ignore else _NO_IGNORE,
+                always=always,
+            )
             return _op_wrapper(runtime, op, self.namespace)
 
         return decorate
 
 
-def _op_wrapper(
-    runtime: Runtime, op: OpState, namespace: dict[str, Any]
+def _wrapper_template(
+    begin: Callable[..., tuple[int, Any]],
+    finish: Callable[[Any, Any], Any],
+    fail: Callable[[Any, BaseException], None],
+    func: FunctionType,
+    op: OpState,
 ) -> Callable[..., Any]:
-    """The function that stands for an op: one Python frame between its caller and
-    the op's own code, so stack depth, ``sys._getframe`` and tracebacks change as
-    little as possible. Everything it needs is in its closure; it is rebuilt with
-    the op's module globals, so code inspecting its caller's frame
-    (``sys._getframe(n).f_globals["__name__"]``, as ``typing`` and
-    ``collections.namedtuple`` do) finds the user's module, not autopersist."""
-    func = op.func
-    begin, finish, fail = runtime.begin_call, runtime.finish_call, runtime.fail_call
+    """Holds the code of every op wrapper (``_WRAPPER_CODE``); never called."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         kind, value = begin(op, args, kwargs)
@@ -180,15 +182,79 @@ def _op_wrapper(
             raise
         return finish(value, result)
 
+    return wrapper
+
+
+_WRAPPER_CODE: CodeType = next(
+    const
+    for const in _wrapper_template.__code__.co_consts
+    if isinstance(const, CodeType)
+)
+#: The free variables of the wrapper code, in the order of its closure.
+_WRAPPER_CELLS: tuple[str, ...] = _WRAPPER_CODE.co_freevars
+_FUNC_CELL = _WRAPPER_CELLS.index("func")
+_OP_CELL = _WRAPPER_CELLS.index("op")
+#: What ``functools.update_wrapper`` copies besides the attributes ``_op_wrapper``
+#: copies one by one (``__type_params__`` from Python 3.12 on).
+_MORE_ASSIGNMENTS = tuple(
+    name
+    for name in functools.WRAPPER_ASSIGNMENTS
+    if name
+    not in {"__module__", "__name__", "__qualname__", "__doc__", "__annotations__"}
+)
+
+
+def _call_cells(runtime: Runtime) -> list[CellType]:
+    """The closure of an op wrapper with the cells every op shares (the runtime's
+    call entry points) filled in, and empty cells where each op puts its own."""
+    entries = {
+        "begin": runtime.begin_call,
+        "finish": runtime.finish_call,
+        "fail": runtime.fail_call,
+    }
+    return [
+        CellType(entries[name]) if name in entries else CellType()
+        for name in _WRAPPER_CELLS
+    ]
+
+
+def _op_wrapper(
+    runtime: Runtime, op: OpState, namespace: dict[str, Any]
+) -> Callable[..., Any]:
+    """The function that stands for an op: one Python frame between its caller and
+    the op's own code, so stack depth, ``sys._getframe`` and tracebacks change as
+    little as possible. Everything it needs is in its closure; it is made with
+    the op's module globals, so code inspecting its caller's frame
+    (``sys._getframe(n).f_globals["__name__"]``, as ``typing`` and
+    ``collections.namedtuple`` do) finds the user's module, not autopersist.
+
+    Made straight from the wrapper's code object, with the runtime's call entry
+    points in cells all ops share (``Runtime.call_cells``): an op costs two new
+    cells and a closure instead of five cells, three bound methods and a throwaway
+    function. A module with hundreds of ops makes them at every import, and each
+    object kept is also work for the garbage collector.
+    """
+    func = op.func
+    closure = runtime.call_cells.copy()
+    closure[_FUNC_CELL] = CellType(func)
+    closure[_OP_CELL] = CellType(op)
     rebuilt = FunctionType(
-        wrapper.__code__, namespace, func.__name__, None, wrapper.__closure__
+        _WRAPPER_CODE, namespace, func.__name__, None, tuple(closure)
     )
-    functools.update_wrapper(rebuilt, func)
+    # What functools.update_wrapper copies (``__name__`` is set above). It also
+    # copies ``func.__dict__``: empty here, since this decorator is the
+    # innermost and ``func`` comes straight from its ``def``.
+    rebuilt.__module__ = func.__module__
+    rebuilt.__qualname__ = func.__qualname__
+    rebuilt.__doc__ = func.__doc__
+    rebuilt.__annotations__ = func.__annotations__
+    for name in _MORE_ASSIGNMENTS:
+        setattr(rebuilt, name, getattr(func, name))
+    rebuilt.__dict__ = {"__wrapped__": func, "__autopersist_op__": op}
     # Read by code that inspects functions (the wrapper's own signature takes
     # ``*args, **kwargs``, so these never apply to its calls).
     rebuilt.__defaults__ = func.__defaults__
     rebuilt.__kwdefaults__ = func.__kwdefaults__
-    rebuilt.__autopersist_op__ = op  # type: ignore[attr-defined]
     return rebuilt
 
 
@@ -227,15 +293,11 @@ class OpState:
         self.ignore = ignore
         self.always = always
         code = func.__code__
-        simple = not code.co_kwonlyargcount and not code.co_flags & (
-            inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
-        )
+        simple = not code.co_kwonlyargcount and not code.co_flags & _VARIADIC
         #: Names for the fast path: all arguments given positionally, no defaults used.
         #: (Read from the code object: ``inspect.signature`` is computed only when a
         #: call needs it, which keeps importing a module with many ops cheap.)
-        self.positional_names = (
-            tuple(code.co_varnames[: code.co_argcount]) if simple else None
-        )
+        self.positional_names = code.co_varnames[: code.co_argcount] if simple else None
         self.warned: frozenset[str] | set[str] = _NOTHING_WARNED
         self._signature: inspect.Signature | None = None
         #: Accepted new parameters and their default's hash (loaded on first call).
@@ -357,7 +419,11 @@ class Counters:
 
 
 _MISSING = object()
+#: Code flags of a ``*args`` or ``**kwargs`` parameter.
+_VARIADIC = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
 _NOTHING_WARNED: frozenset[str] = frozenset()
+#: The ``ignore`` of the ops that ignore no parameter (most), shared.
+_NO_IGNORE: frozenset[str] = frozenset()
 #: Values whose meaning as a dependency depends on their identity only.
 _FIXED_KINDS = (FunctionType, type, ModuleType)
 #: What ``Runtime.begin_call`` tells an op wrapper to do. Small ints: a wrapper
@@ -402,6 +468,9 @@ class Runtime:
         self._holding: set[tuple[str, str]] = set()
         self._deps_records: dict[tuple[tuple[str, str], ...], tuple[str, str]] = {}
         self.provenance = Provenance()
+        #: The cells of ``begin_call``, ``finish_call`` and ``fail_call`` that
+        #: every op wrapper's closure shares (``_op_wrapper``).
+        self.call_cells = _call_cells(self)
         set_function_resolver(self._function_version)
 
     # -- modules ---------------------------------------------------------------
