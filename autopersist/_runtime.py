@@ -92,7 +92,16 @@ class FunctionInfo:
 
 
 class ModuleState:
-    """Bound as ``__autopersist__`` in one instrumented module."""
+    """Bound as ``__autopersist__`` in one instrumented module.
+
+    The module's entry table (``register``) is kept as the rows the rewriter
+    wrote; a row becomes a ``FunctionInfo`` only when something asks for it: an op
+    decorator, the end of a call its function ran in, a lookup by identity. A
+    module is imported at every run, and most of its functions are not called in a
+    given run, or not before much later: one object per row made at import cost
+    about 0.1 ms per hundred rows, and more garbage-collector passes during the
+    import.
+    """
 
     def __init__(
         self, runtime: Runtime, name: str, namespace: dict[str, Any], path: str
@@ -103,49 +112,62 @@ class ModuleState:
         self.name = name
         self.namespace = namespace
         self.path = path
-        self.entries: list[FunctionInfo] = []
+        self.prefix = ""
+        #: The entry table: ``(qualname, kind, version, parent, global_reads,
+        #: writes_globals, is_op, first_line, last_line, call_version)`` per row.
+        self.rows: tuple[tuple[Any, ...], ...] = ()
+        self._infos: dict[int, FunctionInfo] = {}
+        self._by_qualname: dict[str, int] | None = None
 
     def register(self, prefix: str, rows: tuple[tuple[Any, ...], ...]) -> None:
         """Called by the first line the rewriter inserts: the module's entry table."""
-        entries: list[FunctionInfo] = []
-        for index, row in enumerate(rows):
-            (
-                qualname,
-                kind,
-                version,
-                parent,
-                reads,
-                writes,
-                is_op,
-                first,
-                last,
-                call_v,
-            ) = row
-            entries.append(
-                FunctionInfo(
-                    key=f"{prefix}:{index}",
-                    func_id=f"{self.name}:{qualname}",
-                    module=self,
-                    qualname=qualname,
-                    kind=kind,
-                    version=version,
-                    parent=entries[parent] if parent >= 0 else None,
-                    global_reads=reads,
-                    writes_globals=writes,
-                    is_op=is_op,
-                    first_line=first,
-                    last_line=last,
-                    call_version=call_v,
-                )
-            )
-        self.entries = entries
+        self.prefix = prefix
+        self.rows = rows
         self.runtime.register_module(self)
+
+    def info(self, index: int) -> FunctionInfo:
+        """The entry of row ``index`` (made on first use, then always the same)."""
+        found = self._infos.get(index)
+        return found if found is not None else self._new_info(index)
+
+    def info_named(self, qualname: str) -> FunctionInfo | None:
+        """The entry for ``qualname``; of a name defined twice, the last row."""
+        by_qualname = self._by_qualname
+        if by_qualname is None:
+            by_qualname = {row[0]: index for index, row in enumerate(self.rows)}
+            self._by_qualname = by_qualname
+        index = by_qualname.get(qualname)
+        return None if index is None else self.info(index)
+
+    def _new_info(self, index: int) -> FunctionInfo:
+        qualname, kind, version, parent, reads, writes, is_op, first, last, call_v = (
+            self.rows[index]
+        )
+        # Positional (in field order): a dataclass ``__init__`` called with 13
+        # keywords costs three times as much, and every op makes one at import.
+        made = FunctionInfo(
+            f"{self.prefix}:{index}",  # key
+            f"{self.name}:{qualname}",  # func_id
+            self,  # module
+            qualname,
+            kind,
+            version,
+            self.info(parent) if parent >= 0 else None,
+            reads,  # global_reads
+            writes,  # writes_globals
+            is_op,
+            first,  # first_line
+            last,  # last_line
+            call_v,  # call_version
+        )
+        # Two threads may make the same row at once: both get the first one kept.
+        return self._infos.setdefault(index, made)
 
     def op(
         self, index: int, ignore: tuple[str, ...] = (), always: bool = False
     ) -> Callable[[FunctionType], Callable[..., Any]]:
         """The decorator the rewriter puts innermost on every op."""
-        info = self.entries[index]
+        info = self.info(index)
         runtime = self.runtime
 
         def decorate(func: FunctionType) -> Callable[..., Any]:
@@ -449,9 +471,15 @@ class Runtime:
         self.run_id = run_id
         self.seen: set[str] = set()
         self.mark = self.seen.add
-        self.functions: dict[str, FunctionInfo] = {}  # by key
+        #: Entries by key and by func_id, filled as they are asked for (see
+        #: ``ModuleState``): ``function_at`` and ``function_by_id`` answer a miss.
+        self.functions: dict[str, FunctionInfo] = {}
         self.by_func_id: dict[str, FunctionInfo] = {}
         self.modules: dict[str, ModuleState] = {}  # by identity
+        #: Registered modules whose entries answer lookups, by identity and by
+        #: the prefix of their keys.
+        self._tables: dict[str, ModuleState] = {}
+        self._by_prefix: dict[str, ModuleState] = {}
         self._by_namespace: dict[int, ModuleState] = {}
         self._by_import_name: dict[str, ModuleState] = {}
         self.counters = Counters()
@@ -491,9 +519,49 @@ class Runtime:
         if isinstance(import_name, str):
             self._by_import_name[import_name] = state
         self._record_versions(state)
-        for info in state.entries:
+        self._add_entries(state)
+
+    def _add_entries(self, state: ModuleState) -> None:
+        """Let the module's entries answer lookups (``functions``, ``by_func_id``),
+        each made when first looked up."""
+        previous = self._tables.get(state.name) or self._by_prefix.get(state.prefix)
+        self._tables[state.name] = state
+        self._by_prefix[state.prefix] = state
+        if previous is not None:
+            # The same module registered again (a script run as __main__ that
+            # imports itself, a reload): lookups answer as when every module put
+            # all its entries in the tables at import, the last one over the
+            # earlier one's.
+            self._fill_tables(previous)
+            self._fill_tables(state)
+
+    def _fill_tables(self, state: ModuleState) -> None:
+        for index in range(len(state.rows)):
+            info = state.info(index)
             self.functions[info.key] = info
             self.by_func_id[info.func_id] = info
+
+    def function_at(self, key: str) -> FunctionInfo | None:
+        """The registered function, method or class whose mark is ``key``, if any."""
+        info = self.functions.get(key)
+        if info is None:
+            prefix, _, index = key.rpartition(":")
+            state = self._by_prefix.get(prefix)
+            if state is None or not index.isdigit() or int(index) >= len(state.rows):
+                return None
+            info = self.functions[key] = state.info(int(index))
+        return info
+
+    def function_by_id(self, func_id: str) -> FunctionInfo | None:
+        """The registered function, method or class ``func_id`` names, if any."""
+        info = self.by_func_id.get(func_id)
+        if info is None:
+            module_name, _, qualname = func_id.rpartition(":")
+            state = self._tables.get(module_name)
+            info = state.info_named(qualname) if state is not None else None
+            if info is not None:
+                self.by_func_id[func_id] = info
+        return info
 
     def _record_versions(self, state: ModuleState) -> None:
         """Store each function's identity and current version (with its source), and
@@ -504,23 +572,32 @@ class Runtime:
         module that did not change writes almost nothing. The store keeps a digest
         of each module's (function, version) list: when it matches, not even the
         stored versions are read (the common case, on the path of every import).
+        Read from the entry table's rows (``ModuleState``): no entry is made here.
         """
         now = time.time()
-        digest = combine(*(f"{info.func_id}@{info.version}" for info in state.entries))
+        rows = state.rows
+        prefix = state.name + ":"
+        func_ids = [prefix + row[0] for row in rows]
+        versions = [row[2] for row in rows]
+        digest = combine(
+            *(
+                f"{func_id}@{version}"
+                for func_id, version in zip(func_ids, versions, strict=True)
+            )
+        )
         key = f"versions:{state.name}"
         if self.storage.meta_value(key) == digest:
             self.storage.mark_versions_seen(
-                [(info.func_id, info.version) for info in state.entries],
-                now,
-                self.run_id,
+                list(zip(func_ids, versions, strict=True)), now, self.run_id
             )
             return
         known = self.storage.known_versions(state.name)
         seen_again: list[tuple[str, str]] = []
         lines: list[str] | None = None
-        for info in state.entries:
-            if (info.func_id, info.version) in known:
-                seen_again.append((info.func_id, info.version))
+        for func_id, row in zip(func_ids, rows, strict=True):
+            qualname, kind, version, _, _, _, is_op, first, last, call_version = row
+            if (func_id, version) in known:
+                seen_again.append((func_id, version))
                 continue
             if lines is None:
                 try:
@@ -528,24 +605,24 @@ class Runtime:
                 except (OSError, UnicodeDecodeError):
                     text = ""
                 lines = python_lines(text)
-            source = "\n".join(lines[info.first_line - 1 : info.last_line])
+            source = "\n".join(lines[first - 1 : last])
             self.storage.add_row(
                 "INSERT OR IGNORE INTO functions VALUES (?, ?, ?, ?, ?)",
-                (info.func_id, state.name, info.qualname, info.kind, int(info.is_op)),
+                (func_id, state.name, qualname, kind, int(is_op)),
             )
             self.storage.add_row(
                 "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (func_id, version_id) DO UPDATE SET "
                 "last_seen = excluded.last_seen, last_run_id = excluded.last_run_id",
                 (
-                    info.func_id,
-                    info.version,
+                    func_id,
+                    version,
                     source,
                     now,
                     self.run_id,
                     now,
                     self.run_id,
-                    info.call_version,
+                    call_version,
                 ),
             )
         self.storage.mark_versions_seen(seen_again, now, self.run_id)
@@ -784,7 +861,7 @@ class Runtime:
         deps: dict[str, str] = {}
         functions = self.functions
         for key in keys:
-            info = functions.get(key)
+            info = functions.get(key) or self.function_at(key)
             if info is None:
                 continue
             deps["f:" + info.func_id] = info.version
@@ -862,8 +939,7 @@ class Runtime:
         if state is None:
             return None
         qualname = getattr(obj, "__qualname__", "")
-        info = self.by_func_id.get(f"{state.name}:{qualname}")
-        return info
+        return self.function_by_id(f"{state.name}:{qualname}")
 
     def _is_library(self, func: Any) -> bool:
         code = getattr(func, "__code__", None)
@@ -960,7 +1036,7 @@ class Runtime:
             return self._decisions[key]
         self.storage.flush()  # this run's versions (and their source) are buffered
         old_source = self.storage.version_source(func_id, old) or "(source not stored)"
-        info = self.by_func_id.get(func_id)
+        info = self.function_by_id(func_id)
         new_source = (
             self.storage.version_source(func_id, info.version) if info else None
         )
@@ -1049,7 +1125,7 @@ class Runtime:
     def current_version(self, func_id: str) -> str | None:
         """The running version of a project function; parsed from its file when its
         module was not imported in this process; None when it no longer exists."""
-        info = self.by_func_id.get(func_id)
+        info = self.function_by_id(func_id)
         if info is not None:
             return info.version
         module_name, _, qualname = func_id.rpartition(":")
@@ -1110,7 +1186,7 @@ class Runtime:
         """Why this call must never be reused ("" when it can be)."""
         cause = ""
         for key in ran:
-            info = self.functions.get(key)
+            info = self.functions.get(key) or self.function_at(key)
             if info is not None and info.writes_globals:
                 cause = f"it assigns a module global (in {info.qualname})"
                 break
@@ -1316,7 +1392,7 @@ def _op_state_here(
     """The op state of an unpickled op wrapper: memoized when this process runs
     the same version of the op, else plain."""
     runtime = _current() if _current is not None else None
-    info = runtime.by_func_id.get(func_id) if runtime is not None else None
+    info = runtime.function_by_id(func_id) if runtime is not None else None
     if info is None or info.version != version or not info.is_op:
         return OpState.stand_in(func)
     return OpState(info, func, ignore=frozenset(ignore), always=always)

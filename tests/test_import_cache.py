@@ -1,5 +1,6 @@
 """What importing an instrumented module costs the runtime, and that the cheaper
-way keeps every answer: op wrappers made from one code object (issue #6)."""
+way keeps every answer: entries made when asked for, op wrappers made from one
+code object, versions recorded as before (issue #6)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,77 @@ def versions_rows(store: Path) -> list[tuple[Any, ...]]:
             "SELECT func_id, version_id, source, first_seen, last_seen, "
             "last_run_id, call_version FROM versions ORDER BY func_id"
         ).fetchall()
+
+
+# -- entries ------------------------------------------------------------------------
+
+
+def test_registering_makes_no_entry_until_one_is_asked_for(runtime, tmp_path):
+    state = module(runtime, tmp_path)
+    state.register("P", ROWS)
+    assert runtime.functions == {} and runtime.by_func_id == {}
+
+    fit = runtime.function_by_id("mod:Model.fit")
+    assert fit is not None
+    assert (fit.key, fit.func_id, fit.qualname, fit.kind, fit.version) == (
+        "P:3",
+        "mod:Model.fit",
+        "Model.fit",
+        "method",
+        V4,
+    )
+    assert fit.parent is runtime.function_by_id("mod:Model")
+    assert fit.module is state and fit.call_version == V4
+    assert (fit.first_line, fit.last_line, fit.is_op) == (10, 11, False)
+    # One object per row, whichever way it is asked for.
+    assert runtime.function_at("P:3") is fit is state.info(3)
+    helper = runtime.function_at("P:1")
+    assert helper is runtime.function_by_id("mod:helper")
+    assert helper.global_reads == (("LIMIT",),) and helper.writes_globals
+
+    assert runtime.function_by_id("mod:missing") is None
+    assert runtime.function_by_id("other:helper") is None
+    assert runtime.function_at("P:4") is None
+    assert runtime.function_at("Q:0") is None
+    assert runtime.current_version("mod:helper") == V2
+    assert runtime.current_version("mod:missing") is None
+
+
+def test_op_decorator_uses_the_entry_lookups_find(runtime, tmp_path):
+    state = module(runtime, tmp_path)
+    state.register("P", ROWS)
+
+    def op(x):
+        return x
+
+    wrapper = state.op(0)(op)
+    info = wrapper.__autopersist_op__.info
+    assert info is runtime.function_by_id("mod:op") is runtime.function_at("P:0")
+    assert info.is_op and info.call_version == V2
+
+
+def test_name_defined_twice_answers_with_its_last_row(runtime, tmp_path):
+    rows = (*ROWS, ("helper", "function", V3, -1, (), False, False, 8, 9, V3))
+    state = module(runtime, tmp_path)
+    state.register("P", rows)
+    assert runtime.function_by_id("mod:helper") is state.info(4)
+    assert runtime.function_at("P:1") is state.info(1)
+
+
+def test_module_registered_again_answers_as_when_all_entries_were_made(
+    runtime, tmp_path
+):
+    """A module registered a second time (a reload, a script that imports itself):
+    the later registration's entries win, the earlier one's fill the gaps."""
+    first = module(runtime, tmp_path)
+    first.register("P", ROWS)
+    early = runtime.function_at("P:1")
+    second = module(runtime, tmp_path)
+    second.register("P", ROWS[:2])
+    assert runtime.function_at("P:1") is second.info(1) is not early
+    assert runtime.function_by_id("mod:helper") is second.info(1)
+    assert runtime.function_by_id("mod:Model.fit") is first.info(3)
+    assert runtime.function_at("P:3") is first.info(3)
 
 
 # -- op wrappers --------------------------------------------------------------------
@@ -112,3 +184,56 @@ def test_ops_without_ignore_share_one_empty_set(runtime, tmp_path):
     ignoring = state.op(1, ignore=("x",))(lambda x: x).__autopersist_op__
     assert plain.ignore == frozenset() and plain.ignore is other.ignore
     assert ignoring.ignore == frozenset({"x"})
+
+
+# -- versions -----------------------------------------------------------------------
+
+
+def test_versions_are_recorded_then_only_marked_seen(tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    first = Runtime(load_config(store), Storage(store), "run-1")
+    module(first, tmp_path).register("P", ROWS)
+    first.storage.flush()
+    recorded = versions_rows(store)
+    assert [row[:3] for row in recorded] == [
+        ("mod:Model", V3, "line 8\nline 9\nline 10\nline 11"),
+        ("mod:Model.fit", V4, "line 10\nline 11"),
+        ("mod:helper", V2, "line 5\nline 6"),
+        ("mod:op", V1, "line 2\nline 3"),
+    ]
+    assert {row[5] for row in recorded} == {"run-1"}
+    assert [row[6] for row in recorded] == [V3, V4, V2, V2]
+    first.storage.close()
+
+    # The next run of the same module: the digest matches, no version is read.
+    second = Runtime(load_config(store), Storage(store), "run-2")
+
+    def no_read(module: str) -> set[tuple[str, str]]:
+        raise AssertionError("known_versions read although the digest matched")
+
+    monkeypatch.setattr(second.storage, "known_versions", no_read)
+    module(second, tmp_path).register("P", ROWS)
+    second.storage.flush()
+    again = versions_rows(store)
+    assert [row[:4] + row[6:] for row in again] == [
+        row[:4] + row[6:] for row in recorded
+    ]
+    assert {row[5] for row in again} == {"run-2"}
+    second.storage.close()
+
+
+def test_a_changed_module_records_its_new_versions(tmp_path):
+    store = tmp_path / "store"
+    first = Runtime(load_config(store), Storage(store), "run-1")
+    module(first, tmp_path).register("P", ROWS)
+    first.storage.close()
+
+    changed = (ROWS[0], ("helper", "function", V1, -1, (), False, False, 5, 6, V1))
+    second = Runtime(load_config(store), Storage(store), "run-2")
+    module(second, tmp_path).register("Q", changed)
+    second.storage.close()
+    rows = {(row[0], row[1]): row[5] for row in versions_rows(store)}
+    assert rows[("mod:helper", V1)] == "run-2"  # new
+    assert rows[("mod:helper", V2)] == "run-1"  # not seen by run-2
+    assert rows[("mod:op", V1)] == "run-2"  # seen again
+    assert rows[("mod:Model", V3)] == "run-1"
