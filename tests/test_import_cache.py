@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from autopersist import _runtime
 from autopersist._config import load_config
 from autopersist._runtime import ModuleState, Runtime
 from autopersist._storage import Storage
@@ -237,3 +238,41 @@ def test_a_changed_module_records_its_new_versions(tmp_path):
     assert rows[("mod:helper", V2)] == "run-1"  # not seen by run-2
     assert rows[("mod:op", V1)] == "run-2"  # seen again
     assert rows[("mod:Model", V3)] == "run-1"
+
+
+def test_a_digest_of_another_form_costs_one_comparison(tmp_path):
+    """A store whose digest an older release wrote: the versions are compared one
+    by one (nothing new is recorded), and the digest is replaced."""
+    store = tmp_path / "store"
+    first = Runtime(load_config(store), Storage(store), "run-1")
+    module(first, tmp_path).register("P", ROWS)
+    first.storage.close()
+    with sqlite3.connect(store / "store.db") as conn:
+        conn.execute(
+            "UPDATE _autopersist_meta SET value = 'older' WHERE key = 'versions:mod'"
+        )
+    before = versions_rows(store)
+
+    second = Runtime(load_config(store), Storage(store), "run-2")
+    module(second, tmp_path).register("P", ROWS)
+    second.storage.close()
+    after = versions_rows(store)
+    assert [row[:4] for row in after] == [row[:4] for row in before]
+    assert {row[5] for row in after} == {"run-2"}
+    digest = _runtime._versions_digest(
+        [f"mod:{row[0]}" for row in ROWS], [row[2] for row in ROWS]
+    )
+    with sqlite3.connect(store / "store.db") as conn:
+        stored = conn.execute(
+            "SELECT value FROM _autopersist_meta WHERE key = 'versions:mod'"
+        ).fetchall()
+    assert stored == [(digest,)]
+
+
+def test_versions_digest_tells_lists_apart():
+    digest = _runtime._versions_digest
+    assert digest(["m:a", "m:b"], [V1, V2]) != digest(["m:b", "m:a"], [V1, V2])
+    assert digest(["m:a", "m:b"], [V1, V2]) != digest(["m:a", "m:b"], [V2, V1])
+    assert digest(["m:a"], [V1]) != digest(["m:a", "m:a"], [V1, V1])
+    assert digest([], []) != digest(["m:a"], [V1])
+    assert digest(["m:a"], [V1]) == digest(("m:a",), (V1,))
