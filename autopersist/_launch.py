@@ -12,6 +12,7 @@ script, so that the script's own functions are ops there too.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import runpy
@@ -178,6 +179,7 @@ def run(
         sys.argv = [path, *args]
         if session.is_project_file(path):
             session.runtime.new_module(session.identity(path), module.__dict__, path)
+        _collect_start_up_garbage()
         status = _execute(code, module.__dict__)
     except AutopersistError:
         status = 1
@@ -246,6 +248,7 @@ def run_main_in_place(path: str) -> int:
         code = _script_code(session, path)
         if session is not None and session.is_project_file(path):
             session.runtime.new_module(session.identity(path), module.__dict__, path)
+        _collect_start_up_garbage()
         status = _execute(code, module.__dict__)
     except AutopersistError as exc:
         if os.environ.get(ENV_DEBUG):
@@ -257,6 +260,17 @@ def run_main_in_place(path: str) -> int:
     if session is not None:
         session.exit_status = status
     return status
+
+
+def _collect_start_up_garbage() -> None:
+    """One full collection before the script starts (~1-2 ms).
+
+    autopersist's start-up (its modules, the store, the runtime) leaves the
+    collector close to a pass over the older generations, which would otherwise
+    fall in the script's first imports or loop: ~0.7 ms in every cached import of
+    a marked module, where a plain ``python`` start-up has none.
+    """
+    gc.collect()
 
 
 def _replace_idle_session() -> None:

@@ -594,17 +594,17 @@ class Runtime:
         digest = _versions_digest(func_ids, versions)
         key = f"versions:{state.name}"
         if self.storage.meta_value(key) == digest:
-            self.storage.mark_versions_seen(
-                list(zip(func_ids, versions, strict=True)), now, self.run_id
-            )
+            self.storage.mark_versions_seen(func_ids, versions, now, self.run_id)
             return
         known = self.storage.known_versions(state.name)
-        seen_again: list[tuple[str, str]] = []
+        seen_ids: list[str] = []
+        seen_versions: list[str] = []
         lines: list[str] | None = None
         for func_id, row in zip(func_ids, rows, strict=True):
             qualname, kind, version, _, _, _, is_op, first, last, call_version = row
             if (func_id, version) in known:
-                seen_again.append((func_id, version))
+                seen_ids.append(func_id)
+                seen_versions.append(version)
                 continue
             if lines is None:
                 try:
@@ -632,7 +632,7 @@ class Runtime:
                     call_version,
                 ),
             )
-        self.storage.mark_versions_seen(seen_again, now, self.run_id)
+        self.storage.mark_versions_seen(seen_ids, seen_versions, now, self.run_id)
         # In the same commit as the rows it stands for.
         self.storage.add_meta(key, digest)
 

@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 import weakref
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -524,17 +525,24 @@ class Storage:
         return {(func_id, version) for func_id, version in rows}
 
     def mark_versions_seen(
-        self, versions: list[tuple[str, str]], now: float, run_id: str
+        self, func_ids: list[str], versions: list[str], now: float, run_id: str
     ) -> None:
-        """Buffer one statement setting ``last_seen`` of stored ``versions``."""
-        for start in range(0, len(versions), _ROW_VALUES_PER_STATEMENT):
-            chunk = versions[start : start + _ROW_VALUES_PER_STATEMENT]
-            placeholders = ", ".join(["(?, ?)"] * len(chunk))
-            params = [now, run_id, *(part for pair in chunk for part in pair)]
+        """Buffer one statement setting ``last_seen`` of the stored versions
+        ``(func_ids[i], versions[i])``: on the path of every import, so the
+        parameters are built without a tuple per version."""
+        step = _ROW_VALUES_PER_STATEMENT
+        for start in range(0, len(func_ids), step):
+            pairs = zip(
+                func_ids[start : start + step],
+                versions[start : start + step],
+                strict=True,
+            )
+            params = (now, run_id, *chain.from_iterable(pairs))
+            placeholders = ", ".join(["(?, ?)"] * ((len(params) - 2) // 2))
             self.add_row(
                 "UPDATE versions SET last_seen = ?, last_run_id = ? "
                 f"WHERE (func_id, version_id) IN (VALUES {placeholders})",
-                tuple(params),
+                params,
             )
 
     def accepted_rows(self) -> list[tuple[str, str, str, str | None]]:
