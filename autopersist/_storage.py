@@ -757,6 +757,7 @@ class Storage:
                     self._commit_due = time.monotonic() + FLUSH_SECONDS
                     return
                 batch, self._buffer = self._buffer, []
+                taken = time.monotonic()
                 reused = self._use_count
                 if self._uses:
                     now = time.time()
@@ -784,7 +785,10 @@ class Storage:
                 raise
             with self._lock:
                 self._committing = _Pending()
-                self._commit_due = time.monotonic() + FLUSH_SECONDS
+                # Counted from when this batch was taken, not from the end of its
+                # commit: a row buffered just after waits at most FLUSH_SECONDS
+                # plus one commit (in a big store a commit can take ~0.5 s).
+                self._commit_due = taken + FLUSH_SECONDS
 
     def discard_uncommitted(self) -> None:
         """Drop everything buffered and store nothing more."""
