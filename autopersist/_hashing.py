@@ -63,7 +63,9 @@ from autopersist.errors import HashingError
 
 __all__ = [
     "combine",
+    "combine_encoded",
     "content_hash",
+    "encode_part",
     "hash_bytes",
     "is_immutable",
     "set_function_resolver",
@@ -148,6 +150,13 @@ def content_hash(obj: object) -> str:
     Raises HashingError for values whose content has no stable hash (generators,
     open files, locks, modules, self-referential containers, unpicklable objects).
     """
+    if type(obj) is int:
+        # The commonest argument and output, hashed on every memoized call: its
+        # encoding without the encoder's buffer and dispatch (the same bytes).
+        try:
+            return sha256(_int64(_T_INT, obj)).hexdigest()[:_HEX_LEN]
+        except _struct_error:
+            pass  # beyond 64 bits: the encoder's form
     buf = bytearray()
     try:
         _enc(obj, buf, 0)
@@ -192,6 +201,20 @@ def combine(*parts: str) -> str:
         buf += _u64(len(b))
         buf += b
     return sha256(buf).hexdigest()[:_HEX_LEN]
+
+
+def encode_part(part: str) -> bytes:
+    """The encoding of one part of ``combine`` (length-prefixed UTF-8): callers
+    that combine the same strings again and again (an op's id, its parameter
+    names) keep it, and pass the joined parts to ``combine_encoded``."""
+    b = part.encode("utf-8", "surrogatepass")
+    return _u64(len(b)) + b
+
+
+def combine_encoded(count: int, encoded: bytes) -> str:
+    """``combine(*parts)`` given ``len(parts)`` and the parts' ``encode_part``
+    forms joined in order."""
+    return sha256(_hdr(_DOMAIN_COMBINE, count) + encoded).hexdigest()[:_HEX_LEN]
 
 
 _IMMUTABLE_LEAVES = frozenset({type(None), bool, int, float, complex, str, bytes})

@@ -45,7 +45,9 @@ from autopersist._compat import Compatibility
 from autopersist._config import Config
 from autopersist._hashing import (
     combine,
+    combine_encoded,
     content_hash,
+    encode_part,
     hash_bytes,
     is_immutable,
     set_function_resolver,
@@ -411,7 +413,7 @@ class _Computing:
         self,
         op: OpState,
         bound: list[tuple[str, Any]],
-        input_hashes: list[tuple[str, str]],
+        input_hashes: dict[str, str],
         inputs_id: str,
         entered: float,
         outer: set[str],
@@ -507,6 +509,9 @@ class Runtime:
         #: ``(op, deps_id)`` found to hold, with function dependencies only.
         self._holding: set[tuple[str, str]] = set()
         self._deps_records: dict[tuple[tuple[str, str], ...], tuple[str, str]] = {}
+        #: ``encode_part`` of op ids and parameter names: the same in every call's
+        #: inputs_id and call_id, so each is encoded once.
+        self._encoded: dict[str, bytes] = {}
         self.provenance = Provenance()
         #: The cells of ``begin_call``, ``finish_call`` and ``fail_call`` that
         #: every op wrapper's closure shares (``_op_wrapper``).
@@ -661,11 +666,11 @@ class Runtime:
                 return _PLAIN, None  # let Python report the bad call itself
             info = op.info
             try:
-                input_hashes = [
-                    (name, content_hash(value))
+                input_hashes = {
+                    name: content_hash(value)
                     for name, value in bound
                     if name not in op.ignore
-                ]
+                }
             except HashingError as exc:
                 self._warn_unhashable(op, bound, exc)
                 self.counters.unmemoized += 1
@@ -673,13 +678,7 @@ class Runtime:
             elide = op.elide
             if elide is None:
                 elide = op.elide = self._elidable_defaults(op)
-            parts = [info.func_id]
-            for name, value_id in input_hashes:
-                if elide and elide.get(name) == value_id:
-                    continue  # an accepted new parameter left at its default
-                parts.append(name)
-                parts.append(value_id)
-            inputs_id = combine(*parts)
+            inputs_id = self._inputs_id(info.func_id, input_hashes, elide)
 
             hit = self._lookup(info, inputs_id)
             if hit is not None:
@@ -709,6 +708,27 @@ class Runtime:
             return _COMPUTE, state
         finally:
             local.busy = False
+
+    def _inputs_id(
+        self, func_id: str, input_hashes: dict[str, str], elide: dict[str, str]
+    ) -> str:
+        """``combine(func_id, name1, value_id1, ...)`` over the hashed inputs but
+        the accepted new parameters left at their default (``elide``)."""
+        encoded = self._encoded
+        pieces = [encoded.get(func_id) or self._encode(func_id)]
+        for name, value_id in input_hashes.items():
+            if elide and elide.get(name) == value_id:
+                continue
+            pieces.append(encoded.get(name) or self._encode(name))
+            pieces.append(encode_part(value_id))
+        return combine_encoded(len(pieces), b"".join(pieces))
+
+    def _encode(self, text: str) -> bytes:
+        """``encode_part(text)``, kept for the next call (see ``_encoded``)."""
+        if len(self._encoded) > 10_000:  # bounded memory in long runs
+            self._encoded.clear()
+        found = self._encoded[text] = encode_part(text)
+        return found
 
     def _reuse(
         self,
@@ -1187,7 +1207,7 @@ class Runtime:
         op: OpState,
         ran: set[str],
         bound: list[tuple[str, Any]],
-        input_hashes: list[tuple[str, str]],
+        hashes: dict[str, str],
         globals_before: dict[str, str],
     ) -> str:
         """Why this call must never be reused ("" when it can be)."""
@@ -1198,7 +1218,6 @@ class Runtime:
                 cause = f"it assigns a module global (in {info.qualname})"
                 break
         if not cause:
-            hashes = dict(input_hashes)
             for name, value in bound:
                 if name in hashes and not is_immutable(value):
                     try:
@@ -1251,11 +1270,11 @@ class Runtime:
             storage.add_value(
                 output_id, output_bytes, _type_name(result), _preview(result)
             )
-        hashes = dict(state.input_hashes)
+        hashes = state.input_hashes
         # A reusable call's id is derived from what makes it reusable, so two
         # processes computing the same call store it once.
         call_id = (
-            combine(info.func_id, state.inputs_id, deps_id)
+            self._call_id(info.func_id, state.inputs_id, deps_id)
             if status == "ok"
             else uuid.uuid4().hex
         )
@@ -1295,6 +1314,11 @@ class Runtime:
             output=output_bytes,
         )
         return call_id
+
+    def _call_id(self, func_id: str, inputs_id: str, deps_id: str) -> str:
+        """``combine(func_id, inputs_id, deps_id)``, the op id encoded once."""
+        head = self._encoded.get(func_id) or self._encode(func_id)
+        return combine_encoded(3, head + encode_part(inputs_id) + encode_part(deps_id))
 
     def _deps_record(self, deps: dict[str, str]) -> tuple[str, str]:
         """``(deps_id, JSON)`` of a dependency set; calls of one op in a loop mostly
