@@ -612,9 +612,14 @@ class Storage:
                 return
             inline = None
         row = (value_id, type_name, len(data), preview, inline, time.time())
+        # On the path of most new calls: the row is buffered here rather than
+        # through ``_append``, which would take the lock a second time.
         with self._lock:
-            if not self._append([(_INSERT_VALUE, row)]):
+            if self._dropping or self._closed:
                 return
+            self._buffer.append((_INSERT_VALUE, row))
+            if self._flusher is None:
+                self._start_flusher()
             self._pending.values[value_id] = (
                 data if inline is not None else self.blob_path(value_id)
             )
@@ -678,27 +683,31 @@ class Storage:
         links, and the calls made while it computed (``children``). Its values and
         deps must have been added before, so they commit no later than the call.
         ``output`` (the pickled output, when at hand) lets a reuse skip reading it."""
-        call_id, op_id, _version, inputs_id, deps_id, output_id, status = row[:7]
-        statements: list[Statement] = [(_INSERT_CALL, row)]
-        if edges:
-            statements += [(_INSERT_EDGE, edge) for edge in edges]
-        if links:
-            statements += [(_INSERT_LINK, link) for link in links]
-        if children:
-            statements += [(_INSERT_PARENT, (child, call_id)) for child in children]
+        call_id = row[0]
+        # On the path of every new call: the statements go straight into the
+        # buffer (a call has one or two, rarely links or children), under the lock
+        # that a commit takes to swap the buffer.
         with self._lock:
             if self._dropping or self._closed:
                 return
-            self._buffer += statements
+            buffer = self._buffer
+            buffer.append((_INSERT_CALL, row))
+            for edge in edges:
+                buffer.append((_INSERT_EDGE, edge))
+            if links:
+                buffer += [(_INSERT_LINK, link) for link in links]
+            if children:
+                buffer += [(_INSERT_PARENT, (child, call_id)) for child in children]
             if self._flusher is None:
                 self._start_flusher()
-            if status == "ok":
+            if row[6] == "ok":  # status: a reusable call, which lookups must see
+                op_id, inputs_id = row[1], row[3]
                 index = self._indexes.get(op_id)
                 if index is not None:
-                    index.add(inputs_id, call_id, deps_id, output_id, output)
+                    index.add(inputs_id, call_id, row[4], row[5], output)
                 else:
                     self._pending.calls.setdefault((op_id, inputs_id), []).append(
-                        (call_id, deps_id, output_id)
+                        (call_id, row[4], row[5])
                     )
         if self._each_call or self._backpressure():
             self._flush_quietly()
