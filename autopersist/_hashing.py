@@ -223,6 +223,8 @@ _IMMUTABLE_MAX_DEPTH = 16
 
 def is_immutable(obj: object) -> bool:
     """True when ``obj`` cannot change in place (so it need not be re-hashed)."""
+    if type(obj) in _IMMUTABLE_LEAVES:
+        return True  # most values asked about: answered without a second call
     return _immutable(obj, 0)
 
 

@@ -800,10 +800,10 @@ class Runtime:
             op = state.op
             info = op.info
             self.counters.computed += 1
-            deps = self._dependencies(ran, info)
+            deps, writer = self._dependencies(ran, info)
             deps.update(state.extra)
             impure = self._impurity(
-                op, ran, state.bound, state.input_hashes, state.globals_before
+                op, writer, state.bound, state.input_hashes, state.globals_before
             )
             storage = self.storage
             try:
@@ -879,18 +879,25 @@ class Runtime:
         )
         return True
 
-    def _dependencies(self, keys: set[str], own: FunctionInfo) -> dict[str, str]:
-        """Turn the keys of code that ran into ``{dep name: version or value hash}``.
+    def _dependencies(
+        self, keys: set[str], own: FunctionInfo
+    ) -> tuple[dict[str, str], FunctionInfo | None]:
+        """Turn the keys of code that ran into ``{dep name: version or value hash}``,
+        and name the first function among them that assigns a module global (then
+        the call is impure): one lookup of each key's entry serves both.
 
         The op itself is recorded with its ``call_version``: the call's inputs already
         hold the parameter defaults.
         """
         deps: dict[str, str] = {}
+        writer = None
         functions = self.functions
         for key in keys:
             info = functions.get(key) or self.function_at(key)
             if info is None:
                 continue
+            if writer is None and info.writes_globals:
+                writer = info
             deps["f:" + info.func_id] = info.version
             parent = info.parent
             while parent is not None:
@@ -901,7 +908,7 @@ class Runtime:
                 if found is not None:
                     deps[found[0]] = found[1]
         deps["f:" + own.func_id] = own.call_version
-        return deps
+        return deps, writer
 
     def _global_dep(
         self, module: ModuleState, chain: tuple[str, ...]
@@ -1205,18 +1212,16 @@ class Runtime:
     def _impurity(
         self,
         op: OpState,
-        ran: set[str],
+        writer: FunctionInfo | None,
         bound: list[tuple[str, Any]],
         hashes: dict[str, str],
         globals_before: dict[str, str],
     ) -> str:
-        """Why this call must never be reused ("" when it can be)."""
+        """Why this call must never be reused ("" when it can be); ``writer`` is
+        the function that ran and assigns a module global, if any."""
         cause = ""
-        for key in ran:
-            info = self.functions.get(key) or self.function_at(key)
-            if info is not None and info.writes_globals:
-                cause = f"it assigns a module global (in {info.qualname})"
-                break
+        if writer is not None:
+            cause = f"it assigns a module global (in {writer.qualname})"
         if not cause:
             for name, value in bound:
                 if name in hashes and not is_immutable(value):
@@ -1493,6 +1498,8 @@ class Provenance:
             if element is not None:
                 rows.append((call_id, name, "", element[0], element[1]))
                 continue
+            if type(value) in _SCALARS:
+                continue  # no elements (``_elements``): the commonest inputs
             for path, item in _elements(value, self.ELEMENTS):
                 element = self._element_source(item)
                 if element is not None:
