@@ -150,13 +150,18 @@ def content_hash(obj: object) -> str:
     Raises HashingError for values whose content has no stable hash (generators,
     open files, locks, modules, self-referential containers, unpicklable objects).
     """
-    if type(obj) is int:
-        # The commonest argument and output, hashed on every memoized call: its
-        # encoding without the encoder's buffer and dispatch (the same bytes).
+    # The commonest arguments and outputs, hashed on every memoized call: their
+    # encoding without the encoder's buffer and dispatch (the same bytes as _enc).
+    kind = type(obj)
+    if kind is int:
         try:
             return sha256(_int64(_T_INT, obj)).hexdigest()[:_HEX_LEN]
         except _struct_error:
             pass  # beyond 64 bits: the encoder's form
+    elif kind is str:
+        b = obj.encode("utf-8", "surrogatepass")  # type: ignore[attr-defined]
+        if len(b) <= _LARGE:
+            return sha256(_hdr(_T_STR, len(b)) + b).hexdigest()[:_HEX_LEN]
     buf = bytearray()
     try:
         _enc(obj, buf, 0)

@@ -520,6 +520,8 @@ class Runtime:
         #: ``(op, deps_id)`` found to hold, with function dependencies only.
         self._holding: set[tuple[str, str]] = set()
         self._deps_records: dict[tuple[tuple[str, str], ...], tuple[str, str]] = {}
+        #: The last dependency set recorded and its record (``_deps_record``).
+        self._last_deps: tuple[dict[str, str], tuple[str, str]] | None = None
         #: ``key -> (entry, dependencies, globals read with their objects)``
         #: of tracked functions whose dependencies hold while those globals are
         #: bound to the same objects (``_function_deps``).
@@ -1389,6 +1391,9 @@ class Runtime:
     def _deps_record(self, deps: dict[str, str]) -> tuple[str, str]:
         """``(deps_id, JSON)`` of a dependency set; calls of one op in a loop mostly
         share one, so both are computed once per distinct set."""
+        last = self._last_deps
+        if last is not None and last[0] == deps:
+            return last[1]  # the previous call's set: no sorting, no lookup
         items = tuple(sorted(deps.items()))
         found = self._deps_records.get(items)
         if found is None:
@@ -1397,6 +1402,7 @@ class Runtime:
             if len(self._deps_records) > 10_000:  # bounded memory in long runs
                 self._deps_records.clear()
             self._deps_records[items] = found
+        self._last_deps = (deps, found)
         return found
 
     def _record_failure(

@@ -136,3 +136,59 @@ def _grouped(rows: list[tuple[str, str, str]]) -> dict[str, list[tuple[str, str]
     for call_id, name, value_id in rows:
         grouped.setdefault(call_id, []).append((name, value_id))
     return grouped
+
+
+STRINGS = ["", "a", "é", "\ud800", "x" * 65_536, "é" * 40_000]
+
+
+@pytest.mark.parametrize("value", STRINGS)
+def test_content_hash_of_a_str_is_the_encoders(value: str) -> None:
+    buf = bytearray()
+    _enc(value, buf, 0)
+    assert content_hash(value) == sha256(buf).hexdigest()[:32]
+
+
+REBOUND = """
+# persist
+LIMIT = 10
+
+
+def helper(x):
+    return x + LIMIT
+
+
+def op(x):  # persist: always
+    return helper(x)
+
+
+print(op(1))
+LIMIT = 20
+print(op(1))
+LIMIT = 10
+print(op(1))
+"""
+
+
+def test_a_global_rebound_between_calls_is_a_new_dependency(project) -> None:
+    # The dependencies of a function that ran are kept while the globals it
+    # reads are the same objects: rebinding one must be seen at the next call.
+    project.write("rebound.py", REBOUND)
+    first = project.run("rebound.py")
+    assert first.stdout == "11\n21\n11\n"
+    # helper is an op too: computed under both values, reused with the op.
+    assert first.counts() == {"calls": 5, "reused": 1, "computed": 4, "failed": 0}
+    with project.db() as conn:
+        sets = [
+            dict(json.loads(data))
+            for (data,) in conn.execute(
+                "SELECT d.data FROM calls c JOIN deps d USING (deps_id) "
+                "WHERE c.op_id = 'rebound:op' ORDER BY c.rowid"
+            ).fetchall()
+        ]
+    assert [found["g:rebound:LIMIT"] for found in sets] == [
+        content_hash(10),
+        content_hash(20),
+    ]
+    second = project.run("rebound.py")
+    assert second.stdout == first.stdout
+    assert second.counts() == {"calls": 3, "reused": 3, "computed": 0, "failed": 0}
