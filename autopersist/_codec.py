@@ -43,8 +43,15 @@ _HEAD = struct.Struct("<4sQI")  # magic, pickle length, buffer count
 _ENTRY = struct.Struct("<QQ")  # a buffer's offset and length
 
 
+#: Types that never hand pickle a buffer: serialized without the callback (most
+#: arguments and results of small ops; making the callback costs ~0.3 µs a value).
+_NO_BUFFERS = frozenset({int, float, str, bytes, bool, complex, type(None)})
+
+
 def dumps(obj: object) -> bytes:
     """Serialize ``obj``; raise HashingError naming its type if it cannot be."""
+    if type(obj) in _NO_BUFFERS:
+        return _dumps(obj, _PROTOCOL)
     buffers: list[memoryview] = []
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:
