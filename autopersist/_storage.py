@@ -575,14 +575,21 @@ class Storage:
     def blob_path(self, value_id: str) -> Path:
         return self.store_dir / BLOB_DIR / value_id[:2] / value_id[2:]
 
+    def _accepting(self) -> bool:
+        """Called with ``_lock`` held before buffering: False when the store no
+        longer accepts writes; else True, with the flush thread started."""
+        if self._dropping or self._closed:
+            return False
+        if self._flusher is None:
+            self._start_flusher()
+        return True
+
     def _append(self, statements: list[Statement]) -> bool:
         """Buffer statements; False when the store no longer accepts writes."""
         with self._lock:
-            if self._dropping or self._closed:
+            if not self._accepting():
                 return False
             self._buffer.extend(statements)
-            if self._flusher is None:
-                self._start_flusher()
             return True
 
     def _backpressure(self) -> bool:
@@ -612,14 +619,12 @@ class Storage:
                 return
             inline = None
         row = (value_id, type_name, len(data), preview, inline, time.time())
-        # On the path of most new calls: the row is buffered here rather than
-        # through ``_append``, which would take the lock a second time.
+        # On the path of most new calls: the row is buffered here, under the lock
+        # taken once, rather than through ``_append``, which would take it again.
         with self._lock:
-            if self._dropping or self._closed:
+            if not self._accepting():
                 return
             self._buffer.append((_INSERT_VALUE, row))
-            if self._flusher is None:
-                self._start_flusher()
             self._pending.values[value_id] = (
                 data if inline is not None else self.blob_path(value_id)
             )
@@ -688,7 +693,7 @@ class Storage:
         # buffer (a call has one or two, rarely links or children), under the lock
         # that a commit takes to swap the buffer.
         with self._lock:
-            if self._dropping or self._closed:
+            if not self._accepting():
                 return
             buffer = self._buffer
             buffer.append((_INSERT_CALL, row))
@@ -698,8 +703,6 @@ class Storage:
                 buffer += [(_INSERT_LINK, link) for link in links]
             if children:
                 buffer += [(_INSERT_PARENT, (child, call_id)) for child in children]
-            if self._flusher is None:
-                self._start_flusher()
             if row[6] == "ok":  # status: a reusable call, which lookups must see
                 op_id, inputs_id = row[1], row[3]
                 index = self._indexes.get(op_id)
@@ -717,15 +720,13 @@ class Storage:
         every reuse: the ids are collected and written as one ``reuses`` row per
         run and commit."""
         with self._lock:
-            if self._dropping or self._closed:
+            if not self._accepting():
                 return
             found = self._uses.get(run_id)
             if found is None:
                 found = self._uses[run_id] = []
             found.append(call_id)
             self._use_count += 1
-            if self._flusher is None:
-                self._start_flusher()
         if self._each_call or self._backpressure():
             self._flush_quietly()
 
