@@ -123,9 +123,9 @@ def loads(data: bytes | bytearray | memoryview) -> object:
     stored value no longer exists); a damaged frame raises ``UnpicklingError``; the
     store decides how to report them.
     """
-    view = memoryview(data)
-    if view[: len(MAGIC)] != MAGIC:
+    if data[: len(MAGIC)] != MAGIC:  # a plain pickle (every reuse of a small value)
         return _loads(data)
+    view = memoryview(data)
     size = len(view)
     if size < _HEAD.size:
         raise pickle.UnpicklingError("the stored value's frame is truncated")
