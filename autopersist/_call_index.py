@@ -1,7 +1,7 @@
 """An in-memory index of one op's stored reusable calls, for lookups without SQL.
 
 An op called many times in one process (a loop) would otherwise cost one indexed
-SQLite query per call (~4 µs, more as the store grows): the storage loads all the
+SQLite query per call (~2-3 µs): the storage loads all the
 op's reusable calls once, when its lookups reach ``LOAD_AFTER_LOOKUPS`` and
 ``LOAD_SHARE`` of the store's calls, and from then on answers from this index,
 which the calls the process stores are added to as well.
@@ -14,10 +14,13 @@ from __future__ import annotations
 #: Lookups of one op (by SQL) after which its calls may be loaded into memory:
 #: small scripts never pay for the load (~1-5 µs per stored call, once) ...
 LOAD_AFTER_LOOKUPS = 50
-#: ... and then only once the lookups reach this share of the store's calls (a load
-#: scans the calls table, ~1 µs per row), so a run that looks up a few thousand of
-#: a million stored calls keeps using SQL (~4 µs per lookup).
-LOAD_SHARE = 0.1
+#: ... and then only once the lookups reach this share of the store's calls. A load
+#: costs ~1.5 µs per stored call; a lookup by SQL ~1.5 (miss) to ~2.5 µs (hit) more
+#: than one in memory. Loading when the lookups so far have cost about as much as
+#: the load would (the ski-rental rule) keeps a run within twice the cost of the
+#: better choice, whatever its length: a run that looks up 10k of 100k stored calls
+#: keeps using SQL, one that looks up most of them loads early on.
+LOAD_SHARE = 0.4
 #: Outputs whose pickled bytes are at most this long are kept in the index, so
 #: reusing them reads nothing from the store.
 SMALL_OUTPUT = 256

@@ -1051,7 +1051,7 @@ def _open_reader(store_dir: Path) -> Any:
 
     Opened with ``sqlite3`` alone: closing any other descriptor of the database
     file would drop the POSIX locks of every SQLite connection of this process
-    (``_storage._header_fd`` keeps its descriptor open for that reason).
+    (``_wal_watch.kept_fd`` keeps its descriptors open for that reason).
 
     :raises StorageError: no store there, not a store, or a newer format.
     """

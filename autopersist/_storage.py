@@ -50,6 +50,7 @@ from autopersist._call_index import (
     OpIndex,
 )
 from autopersist._schema import DDL, SCHEMA_VERSION, TABLE_SINCE, UPGRADES
+from autopersist._wal_watch import WalWatch, kept_fd
 from autopersist.errors import SchemaVersionError, StorageError
 
 LOG = logging.getLogger(__name__)
@@ -67,8 +68,13 @@ BACKPRESSURE_STATEMENTS = 200_000
 BUSY_TIMEOUT_MS = 120_000
 #: While commits fail (full disk), keep at most this many statements to retry.
 MAX_RETRY_STATEMENTS = 200_000
-#: Page cache of the writing connection, in KiB (see ``_tune_writer``).
+#: Page cache of the writing connection, in KiB (see ``_tune_writer``), and of
+#: the reading one (see ``Storage._query``).
 WRITER_CACHE_KIB = 64 * 1024
+READER_CACHE_KIB = 64 * 1024
+#: Longest time the reading connection keeps one snapshot (see ``Storage._query``),
+#: even while nobody commits.
+SNAPSHOT_SECONDS = FLUSH_SECONDS
 #: Page size of new stores (see ``_prepare_new_store``).
 PAGE_SIZE = 16_384
 #: WAL pages after which a commit checkpoints (see ``_tune_writer``).
@@ -84,6 +90,7 @@ _INSERT_EDGE = "INSERT OR IGNORE INTO call_values VALUES (?, ?, ?, ?)"
 _INSERT_LINK = "INSERT OR IGNORE INTO call_links VALUES (?, ?, ?, ?, ?)"
 _INSERT_PARENT = "INSERT OR IGNORE INTO call_parents VALUES (?, ?)"
 _SET_META = "INSERT OR REPLACE INTO _autopersist_meta VALUES (?, ?)"
+
 #: A log, one row per run and commit: a run may reuse a call from its in-memory
 #: index after another process forgot it; its row then names a call no longer
 #: stored (not an inconsistency).
@@ -185,29 +192,6 @@ def check_store_dir(store_dir: Path, *, create: bool, write: bool = False) -> No
                 raise StorageError(msg)
 
 
-#: One descriptor per database file, kept open for the life of the process:
-#: closing any descriptor of a file drops every POSIX lock this process holds on
-#: it, including SQLite's locks of other open connections (a store in use by a
-#: Store and a running hook in one process would be corrupted by a close).
-_header_fds: dict[str, int] = {}
-
-
-def _header_fd(db_path: Path) -> int:
-    key = str(db_path)
-    fd = _header_fds.get(key)
-    if fd is not None:
-        try:
-            if os.fstat(fd).st_ino == os.stat(db_path).st_ino:
-                return fd
-        except OSError:
-            pass
-        # The file was replaced: the old descriptor belongs to another inode, whose
-        # locks do not matter any more; keep it open anyway (never close).
-    fd = os.open(db_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    _header_fds[key] = fd
-    return fd
-
-
 def read_header_version(db_path: Path) -> int | None:
     """The store's format version, read from the file header without SQLite, so a
     foreign or newer file is refused before anything could touch it; None when the
@@ -216,7 +200,7 @@ def read_header_version(db_path: Path) -> int | None:
     :raises StorageError: the file is not an SQLite database.
     """
     try:
-        head = os.pread(_header_fd(db_path), 100, 0)
+        head = os.pread(kept_fd(db_path), 100, 0)
     except OSError as exc:
         raise _storage_error(db_path.parent, exc) from exc
     if not head:
@@ -341,7 +325,8 @@ class Storage:
             _prepare_new_store(self._write, store_dir)
             missing = _missing_tables(self._write)
             _tune_writer(self._write)
-            self._read = connect(self.db_path)
+            self._read = _reader(self.db_path)
+            wal = self._write.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         except sqlite3.Error as exc:
             raise _storage_error(store_dir, exc) from exc
         if missing:
@@ -351,6 +336,7 @@ class Storage:
             )
             raise StorageError(msg)
         self._init_state()
+        self._wal = wal
         _live.add(self)
 
     def _init_state(self) -> None:
@@ -383,6 +369,13 @@ class Storage:
         self._count_run: str | None = None
         self._wake = threading.Event()
         self._flusher: threading.Thread | None = None
+        #: The reads' snapshot (see ``_query``): the WAL-index header when it
+        #: began, and when it ends at the latest (monotonic clock).
+        self._watch: WalWatch | None = None
+        self._snapshot_header = b""
+        self._snapshot_until = 0.0
+        #: True while this process commits: reads hold no snapshot then.
+        self._committing_now = False
 
     def commit_each_call(self, run_id: str) -> None:
         """Commit at the end of every call (and reuse), adding the counts to run
@@ -393,11 +386,61 @@ class Storage:
     # -- reads ---------------------------------------------------------------
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """Rows of one read statement.
+
+        Reads share one snapshot (a read transaction) while nobody commits: a
+        statement in a transaction of its own takes and drops SQLite's file
+        locks, system calls that cost more than the search of an index (~2.5 of
+        ~4.5 µs per lookup). The WAL-index header (``_wal_watch``) tells in
+        ~0.1 µs whether any process committed since the snapshot began; if so,
+        the read starts a new one, so a commit is seen as soon as without a held
+        snapshot. No snapshot is held while this process commits, nor for longer
+        than ``SNAPSHOT_SECONDS`` (the flush thread ends one left idle), so that
+        this reader does not hold back checkpoints; and only in WAL mode, where a
+        reader never blocks a writer.
+        """
         try:
             with self._read_lock:
+                if self._wal and not self._committing_now:
+                    watch = self._watch
+                    if (
+                        watch is None
+                        or watch.header() != self._snapshot_header
+                        or time.monotonic() >= self._snapshot_until
+                        or not self._read.in_transaction
+                    ):
+                        self._new_snapshot()
                 return self._read.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise _storage_error(self.store_dir, exc) from exc
+
+    def _new_snapshot(self) -> None:
+        """End the reads' snapshot and begin another (under ``_read_lock``); it
+        takes effect at the next statement, so the header is read first: a
+        commit in between only makes the next read begin yet another."""
+        read = self._read
+        if read.in_transaction:
+            read.execute("COMMIT")
+        if self._watch is None:
+            try:
+                self._watch = WalWatch(self.db_path)
+            except (OSError, ValueError):
+                self._wal = False  # no watch, no snapshot: each statement in its own
+                return
+        self._snapshot_header = self._watch.header()
+        read.execute("BEGIN")
+        self._snapshot_until = time.monotonic() + SNAPSHOT_SECONDS
+
+    def _end_snapshot(self, *, committing: bool) -> None:
+        """End the reads' snapshot, so the next read sees the latest commits (a
+        commit ends it before its rows leave ``_committing``); ``committing``: hold
+        none until this process's commit has ended."""
+        with self._read_lock:
+            self._committing_now = committing
+            self._snapshot_until = 0.0
+            with contextlib.suppress(sqlite3.Error):  # also: connection closed
+                if self._read.in_transaction:
+                    self._read.execute("COMMIT")
 
     def candidates(self, op_id: str, inputs_id: str) -> tuple[Candidate, ...]:
         """Stored reusable calls ``(call_id, deps_id, output_id, pickled output or
@@ -744,6 +787,7 @@ class Storage:
 
     def _commit(self, batch: list[Statement]) -> None:
         conn = self._write
+        self._end_snapshot(committing=True)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -755,6 +799,8 @@ class Storage:
                 raise
         except sqlite3.Error as exc:
             raise _storage_error(self.store_dir, exc) from exc
+        finally:
+            self._end_snapshot(committing=False)
 
     def flush(self) -> None:
         """Commit everything buffered, in one transaction.
@@ -840,6 +886,20 @@ class Storage:
                 return
             if time.monotonic() >= self._commit_due:
                 self._flush_quietly()
+            self._end_stale_snapshot()
+
+    def _end_stale_snapshot(self) -> None:
+        """A program that stopped reading (a long computation) must not hold its
+        last snapshot: it would keep other processes' checkpoints from finishing."""
+        if time.monotonic() < self._snapshot_until:
+            return
+        if self._read_lock.acquire(blocking=False):  # else a read is under way
+            try:
+                if self._read.in_transaction and not self._closed:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._read.execute("COMMIT")
+            finally:
+                self._read_lock.release()
 
     def close(self) -> None:
         """Flush and close; safe to call twice.
@@ -886,7 +946,7 @@ class Storage:
         try:
             self._write = connect(self.db_path)
             _tune_writer(self._write)
-            self._read = connect(self.db_path)
+            self._read = _reader(self.db_path)
         except sqlite3.Error as exc:
             self._fail(_storage_error(self.store_dir, exc), dropping=True)
 
@@ -906,6 +966,15 @@ def _tune_writer(conn: sqlite3.Connection) -> None:
     # the WAL passes SQLite's default 1,000 pages copies them all back again.
     # Checkpointing less often lets many commits' copies of a page go back once.
     conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+
+
+def _reader(db_path: Path) -> sqlite3.Connection:
+    """The connection of a run's lookups. Its page cache is sized like the
+    writer's: with the default 2 MB, the indexes of a store of 100k calls no
+    longer fit and a lookup reads its pages from the OS again."""
+    conn = connect(db_path)
+    conn.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
+    return conn
 
 
 def _prepare_new_store(conn: sqlite3.Connection, store_dir: Path) -> None:

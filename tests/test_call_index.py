@@ -112,7 +112,7 @@ def test_calls_stored_by_another_process_after_the_load_are_kept_once(project):
 
 def test_few_lookups_in_a_big_store_use_sql(project):
     """The load reads the whole calls table: a process looking up fewer than a
-    tenth of the store's calls keeps querying, and finds the same calls."""
+    ``LOAD_SHARE`` of the store's calls keeps querying, and finds the same calls."""
     project.write("loop.py", LOOP)
     assert project.run("loop.py", "0", "1000", "1").returncode == 0
     storage = Storage(project.store)
