@@ -31,6 +31,7 @@ import gc
 import importlib._bootstrap_external as bootstrap_external
 import json
 import marshal
+import mmap
 import os
 import runpy
 import site
@@ -84,22 +85,48 @@ def _cached_code(path: str, data: bytes) -> CodeType | None:
     """
     try:
         cache = bootstrap_external.cache_from_source(path, optimization=CACHE_TAG)
-        with open(cache, "rb") as handle:
-            pyc = handle.read()
+        pyc = _read_cache(cache)
     except (OSError, ValueError, NotImplementedError):
         return None
-    if (
-        len(pyc) < 16
-        or pyc[:4] != MAGIC_NUMBER
-        or int.from_bytes(pyc[4:8], "little") != 0b11  # hash-based, checked
-        or pyc[8:16] != source_hash(data)
-    ):
-        return None
     try:
-        code = marshal.loads(memoryview(pyc)[16:])  # no copy of the bytes
+        if (
+            len(pyc) < 16
+            or pyc[:4] != MAGIC_NUMBER
+            or int.from_bytes(pyc[4:8], "little") != 0b11  # hash-based, checked
+            or pyc[8:16] != source_hash(data)
+        ):
+            return None
+        with memoryview(pyc) as whole, whole[16:] as body:
+            code = marshal.loads(body)  # copies all it keeps out of the buffer
     except (EOFError, ValueError, TypeError):
         return None
+    finally:
+        if not isinstance(pyc, bytes):
+            pyc.close()  # the mapping
     return code if isinstance(code, CodeType) else None
+
+
+def _read_cache(path: str) -> mmap.mmap | bytes:
+    """A cache file's content, mapped read-only where the file system allows it.
+
+    Reading a pyc (~200 kB for a 3,000-line module) into a new buffer cost about
+    0.1 ms of page faults and copying at every import; a mapping reads the page
+    cache in place. Safe because a cache file is only ever replaced by renaming
+    a new file over it (``_write_atomic``), never truncated under a reader.
+
+    :raises OSError: the file cannot be opened or read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        try:
+            return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except ValueError:
+            return b""  # empty: not a pyc either
+        except OSError:  # no mappings on this file system
+            with open(fd, "rb", closefd=False) as handle:
+                return handle.read()
+    finally:
+        os.close(fd)
 
 
 def _write_cached_code(path: str, data: bytes, code: CodeType) -> None:

@@ -25,6 +25,7 @@ import functools
 import inspect
 import json
 import logging
+import operator
 import os
 import reprlib
 import sys
@@ -121,6 +122,9 @@ class ModuleState:
         self.rows: tuple[tuple[Any, ...], ...] = ()
         self._infos: dict[int, FunctionInfo] = {}
         self._by_qualname: dict[str, int] | None = None
+        #: Rows of ops whose decorator was evaluated and not applied yet (``op``).
+        self._pending: list[int | tuple[int, tuple[str, ...], bool]] = []
+        self._decorate = self._decorate_op
 
     def register(self, prefix: str, rows: tuple[tuple[Any, ...], ...]) -> None:
         """Called by the first line the rewriter inserts: the module's entry table."""
@@ -169,20 +173,34 @@ class ModuleState:
     def op(
         self, index: int, ignore: tuple[str, ...] = (), always: bool = False
     ) -> Callable[[FunctionType], Callable[..., Any]]:
-        """The decorator the rewriter puts innermost on every op."""
-        info = self.info(index)
-        runtime = self.runtime
+        """The decorator the rewriter puts innermost on every op.
 
-        def decorate(func: FunctionType) -> Callable[..., Any]:
-            op = OpState(
-                info,
-                func,
-                ignore=frozenset(ignore) if ignore else _NO_IGNORE,
-                always=always,
-            )
-            return _op_wrapper(runtime, op, self.namespace)
+        Returns the module's one decorator (``_decorate``) and leaves the row for
+        it on a stack: a module imports at every run, and a decorator made per op
+        (a closure and its five cells) was a third of the cost of making an op.
+        The op decorator is the innermost one, so it is the last decorator
+        evaluated before the ``def`` and the first applied after it; anything the
+        ``def`` evaluates in between (defaults, annotations) that makes ops of
+        this module too puts and takes its own row above this one. A row left
+        behind by a ``def`` that raised lies below every later one.
+        """
+        self._pending.append(
+            index if not ignore and not always else (index, ignore, always)
+        )
+        return self._decorate
 
-        return decorate
+    def _decorate_op(self, func: FunctionType) -> Callable[..., Any]:
+        pending = self._pending.pop()
+        if isinstance(pending, int):
+            index, ignore, always = pending, _NO_IGNORE, False
+        else:
+            index, names, always = pending
+            ignore = frozenset(names) if names else _NO_IGNORE
+        info = self._infos.get(index)
+        if info is None:
+            info = self._new_info(index)
+        op = OpState(info, func, ignore, always)
+        return _op_wrapper(self.runtime, op, self.namespace)
 
 
 def _versions_digest(func_ids: Sequence[str], versions: Sequence[str]) -> str:
@@ -194,6 +212,22 @@ def _versions_digest(func_ids: Sequence[str], versions: Sequence[str]) -> str:
     versions one by one once, and keeps the new digest."""
     text = f"{len(func_ids)}\0" + "\0".join(func_ids) + "\0" + "\0".join(versions)
     return hash_bytes(text.encode("utf-8", "surrogatepass"), b"versions")
+
+
+def _module_versions_digest(
+    module: str, qualnames: Sequence[str], versions: Sequence[str]
+) -> str:
+    """``_versions_digest`` of the functions ``module:qualname``, without making
+    each func_id: the same string is joined around the module's prefix."""
+    prefix = module + ":"
+    ids = prefix + f"\0{prefix}".join(qualnames) if qualnames else ""
+    text = f"{len(qualnames)}\0" + ids + "\0" + "\0".join(versions)
+    return hash_bytes(text.encode("utf-8", "surrogatepass"), b"versions")
+
+
+#: The qualname and the version of a row of a module's entry table.
+_QUALNAME = operator.itemgetter(0)
+_VERSION = operator.itemgetter(2)
 
 
 def _wrapper_template(
@@ -230,6 +264,9 @@ _WRAPPER_CODE: CodeType = next(
 _WRAPPER_CELLS: tuple[str, ...] = _WRAPPER_CODE.co_freevars
 _FUNC_CELL = _WRAPPER_CELLS.index("func")
 _OP_CELL = _WRAPPER_CELLS.index("op")
+#: Whether an op's own cells end the closure (the compiler orders free variables
+#: by name), so that it is the shared cells plus those two.
+_OWN_CELLS_LAST = _WRAPPER_CELLS[-2:] == ("func", "op")
 #: What ``functools.update_wrapper`` copies besides the attributes ``_op_wrapper``
 #: copies one by one (``__type_params__`` from Python 3.12 on).
 _MORE_ASSIGNMENTS = tuple(
@@ -240,18 +277,15 @@ _MORE_ASSIGNMENTS = tuple(
 )
 
 
-def _call_cells(runtime: Runtime) -> list[CellType]:
-    """The closure of an op wrapper with the cells every op shares (the runtime's
-    call entry points) filled in, and empty cells where each op puts its own."""
+def _call_cells(runtime: Runtime) -> tuple[CellType, ...]:
+    """The cells of an op wrapper's closure that every op shares (the runtime's
+    call entry points), in closure order without the op's own two."""
     entries = {
         "begin": runtime.begin_call,
         "finish": runtime.finish_call,
         "fail": runtime.fail_call,
     }
-    return [
-        CellType(entries[name]) if name in entries else CellType()
-        for name in _WRAPPER_CELLS
-    ]
+    return tuple(CellType(entries[name]) for name in _WRAPPER_CELLS if name in entries)
 
 
 def _op_wrapper(
@@ -271,11 +305,17 @@ def _op_wrapper(
     object kept is also work for the garbage collector.
     """
     func = op.func
-    closure = runtime.call_cells.copy()
-    closure[_FUNC_CELL] = CellType(func)
-    closure[_OP_CELL] = CellType(op)
+    shared = runtime.call_cells
+    if _OWN_CELLS_LAST:
+        closure = (*shared, CellType(func), CellType(op))
+    else:
+        cells = list(shared)
+        own = sorted([(_FUNC_CELL, CellType(func)), (_OP_CELL, CellType(op))])
+        for index, cell in own:  # in closure order, so each lands at its index
+            cells.insert(index, cell)
+        closure = tuple(cells)
     rebuilt = FunctionType(
-        _WRAPPER_CODE, namespace, func.__name__, None, tuple(closure)
+        _WRAPPER_CODE, namespace, func.__name__, func.__defaults__, closure
     )
     # What functools.update_wrapper copies (``__name__`` is set above). It also
     # copies ``func.__dict__``: empty here, since this decorator is the
@@ -288,9 +328,11 @@ def _op_wrapper(
         setattr(rebuilt, name, getattr(func, name))
     rebuilt.__dict__ = {"__wrapped__": func, "__autopersist_op__": op}
     # Read by code that inspects functions (the wrapper's own signature takes
-    # ``*args, **kwargs``, so these never apply to its calls).
-    rebuilt.__defaults__ = func.__defaults__
-    rebuilt.__kwdefaults__ = func.__kwdefaults__
+    # ``*args, **kwargs``, so these never apply to its calls); the defaults are
+    # given above.
+    kwdefaults = func.__kwdefaults__
+    if kwdefaults is not None:
+        rebuilt.__kwdefaults__ = kwdefaults
     return rebuilt
 
 
@@ -320,7 +362,6 @@ class OpState:
         self,
         info: FunctionInfo,
         func: FunctionType,
-        *,
         ignore: frozenset[str],
         always: bool,
     ) -> None:
@@ -535,7 +576,7 @@ class Runtime:
         self.provenance = Provenance()
         #: The cells of ``begin_call``, ``finish_call`` and ``fail_call`` that
         #: every op wrapper's closure shares (``_op_wrapper``).
-        self.call_cells = _call_cells(self)
+        self.call_cells: tuple[CellType, ...] = _call_cells(self)
         set_function_resolver(self._function_version)
 
     @property
@@ -619,22 +660,24 @@ class Runtime:
         """
         now = time.time()
         rows = state.rows
-        prefix = state.name + ":"
-        func_ids = [prefix + row[0] for row in rows]
-        versions = [row[2] for row in rows]
-        digest = _versions_digest(func_ids, versions)
-        key = f"versions:{state.name}"
+        name = state.name
+        qualnames = list(map(_QUALNAME, rows))
+        versions = list(map(_VERSION, rows))
+        digest = _module_versions_digest(name, qualnames, versions)
+        key = f"versions:{name}"
         if self.storage.meta_value(key) == digest:
-            self.storage.mark_versions_seen(func_ids, versions, now, self.run_id)
+            self.storage.mark_versions_seen(name, qualnames, versions, now, self.run_id)
             return
-        known = self.storage.known_versions(state.name)
-        seen_ids: list[str] = []
+        known = self.storage.known_versions(name)
+        seen_names: list[str] = []
         seen_versions: list[str] = []
         lines: list[str] | None = None
-        for func_id, row in zip(func_ids, rows, strict=True):
+        prefix = name + ":"
+        for row in rows:
             qualname, kind, version, _, _, _, is_op, first, last, call_version = row
+            func_id = prefix + qualname
             if (func_id, version) in known:
-                seen_ids.append(func_id)
+                seen_names.append(qualname)
                 seen_versions.append(version)
                 continue
             if lines is None:
@@ -663,7 +706,9 @@ class Runtime:
                     call_version,
                 ),
             )
-        self.storage.mark_versions_seen(seen_ids, seen_versions, now, self.run_id)
+        self.storage.mark_versions_seen(
+            name, seen_names, seen_versions, now, self.run_id
+        )
         # In the same commit as the rows it stands for.
         self.storage.add_meta(key, digest)
 

@@ -568,23 +568,31 @@ class Storage:
         return {(func_id, version) for func_id, version in rows}
 
     def mark_versions_seen(
-        self, func_ids: list[str], versions: list[str], now: float, run_id: str
+        self,
+        module: str,
+        qualnames: list[str],
+        versions: list[str],
+        now: float,
+        run_id: str,
     ) -> None:
         """Buffer one statement setting ``last_seen`` of the stored versions
-        ``(func_ids[i], versions[i])``: on the path of every import, so the
-        parameters are built without a tuple per version."""
+        ``(module:qualnames[i], versions[i])``. On the path of every import: the
+        parameters are the module's prefix once and the two lists interleaved,
+        with no string or tuple made per version (SQLite joins each func_id)."""
         step = _ROW_VALUES_PER_STATEMENT
-        for start in range(0, len(func_ids), step):
+        prefix = module + ":"
+        for start in range(0, len(qualnames), step):
             pairs = zip(
-                func_ids[start : start + step],
+                qualnames[start : start + step],
                 versions[start : start + step],
                 strict=True,
             )
-            params = (now, run_id, *chain.from_iterable(pairs))
-            placeholders = ", ".join(["(?, ?)"] * ((len(params) - 2) // 2))
+            params = (now, run_id, prefix, *chain.from_iterable(pairs))
+            # ?3 is the prefix; a bare ? takes the number after the highest used.
+            rows = ", ".join(["(?3 || ?, ?)"] * ((len(params) - 3) // 2))
             self.add_row(
-                "UPDATE versions SET last_seen = ?, last_run_id = ? "
-                f"WHERE (func_id, version_id) IN (VALUES {placeholders})",
+                "UPDATE versions SET last_seen = ?1, last_run_id = ?2 "
+                f"WHERE (func_id, version_id) IN (VALUES {rows})",
                 params,
             )
 

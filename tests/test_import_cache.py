@@ -276,3 +276,61 @@ def test_versions_digest_tells_lists_apart():
     assert digest(["m:a"], [V1]) != digest(["m:a", "m:a"], [V1, V1])
     assert digest([], []) != digest(["m:a"], [V1])
     assert digest(["m:a"], [V1]) == digest(("m:a",), (V1,))
+
+
+def test_module_digest_is_the_digest_of_its_func_ids():
+    """``_record_versions`` digests the rows without making each func_id: the
+    same value as ``_versions_digest`` of the func_ids, so stores keep theirs."""
+    module_digest = _runtime._module_versions_digest
+    for qualnames, versions in (([], []), (["a"], [V1]), (["a", "B.c"], [V1, V2])):
+        func_ids = [f"pkg.mod:{name}" for name in qualnames]
+        assert module_digest("pkg.mod", qualnames, versions) == (
+            _runtime._versions_digest(func_ids, versions)
+        )
+    assert module_digest("a", ["c"], [V1]) != module_digest("b", ["c"], [V1])
+
+
+# -- the op decorator's rows ---------------------------------------------------------
+
+
+def test_op_decorators_evaluated_before_others_are_applied_get_their_own_rows(
+    runtime, tmp_path
+):
+    """``op(index)`` leaves its row for the decorator it returns: a ``def`` whose
+    defaults make another op of the module (evaluated after the decorator,
+    applied before it) does not take the outer one's row."""
+    state = module(runtime, tmp_path)
+    state.register("P", ROWS)
+    outer = state.op(0, ignore=("x",))
+    inner = state.op(1, always=True)(lambda x: x)
+    wrapped = outer(lambda x: x)
+    assert wrapped.__autopersist_op__.info is state.info(0)
+    assert wrapped.__autopersist_op__.ignore == frozenset({"x"})
+    assert not wrapped.__autopersist_op__.always
+    assert inner.__autopersist_op__.info is state.info(1)
+    assert inner.__autopersist_op__.always
+
+
+def test_a_def_that_raised_leaves_no_row_to_the_next_op(runtime, tmp_path):
+    state = module(runtime, tmp_path)
+    state.register("P", ROWS)
+    state.op(0)  # its def raised while evaluating a default: never applied
+    wrapped = state.op(1)(lambda x: x)
+    assert wrapped.__autopersist_op__.info is state.info(1)
+
+
+def test_op_wrapper_without_defaults_or_keyword_defaults(runtime, tmp_path):
+    state = module(runtime, tmp_path)
+    state.register("P", ROWS)
+
+    def plain(x):
+        return x
+
+    def keyword(*, k=1):
+        return k
+
+    for func in (plain, keyword):
+        wrapper = state.op(0)(func)
+        assert wrapper.__defaults__ == func.__defaults__
+        assert wrapper.__kwdefaults__ == func.__kwdefaults__
+        assert inspect.signature(wrapper) == inspect.signature(func)
