@@ -116,7 +116,8 @@ def _read_cache(path: str) -> mmap.mmap | bytes:
 
     :raises OSError: the file cannot be opened or read.
     """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
     try:
         try:
             return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
