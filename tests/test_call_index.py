@@ -131,3 +131,47 @@ def test_few_lookups_in_a_big_store_use_sql(project):
         assert lookup(5000) == 0  # never stored
     finally:
         storage.close()
+
+
+def _row(n: int, inputs: str, deps: str, data: bytes | None, status: str = "ok"):
+    return (f"c{n:04d}", "m:f", "v1", inputs, deps, f"o{n:04d}", status, "run-1")
+
+
+def test_a_loaded_index_answers_as_sql_does(tmp_path):
+    """A loaded index gives every inputs the candidates the SQL lookup gives, in
+    the same order: inputs stored under several dependency sets, outputs kept or
+    not (over ``SMALL_OUTPUT`` bytes), failed calls left out."""
+    storage = Storage(tmp_path / "store")
+    plan = [
+        ("i1", "d1", b"\x80small"),
+        ("i2", "d1", None),
+        ("i1", "d2", b"x" * 300),  # same inputs, same range
+        ("i3", "d1", b"\x80"),
+        ("i4", "d1", b"\x00,; \x01"),
+        ("i2", "d2", b"y"),  # same inputs, next range
+        ("i5", "d1", b"z"),
+        ("i1", "d3", b"w"),
+        ("i6", "d1", b"f"),
+    ]
+    for n, (inputs, deps, data) in enumerate(plan):
+        status = "failed" if inputs == "i6" else "ok"
+        row = (*_row(n, inputs, deps, data, status), 0.0, 0.0, None, data)
+        storage.add_call(row, [])
+    storage.flush()
+    storage.close()
+    by_sql = Storage(tmp_path / "store")
+    loaded = Storage(tmp_path / "store")
+    try:
+        index = loaded._load_index("m:f")
+        for inputs in ("i1", "i2", "i3", "i4", "i5", "i6", "i7"):
+            expected = by_sql.candidates("m:f", inputs)
+            kept = tuple(
+                (c, d, o, data if data is not None and len(data) <= 256 else None)
+                for c, d, o, data in expected
+            )
+            assert index.get(inputs) == kept, inputs
+        assert [c[0] for c in index.get("i1")] == ["c0000", "c0002", "c0007"]
+        assert index.get("i6") == ()
+    finally:
+        by_sql.close()
+        loaded.close()
