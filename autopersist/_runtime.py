@@ -196,10 +196,7 @@ class ModuleState:
         else:
             index, names, always = pending
             ignore = frozenset(names) if names else _NO_IGNORE
-        info = self._infos.get(index)
-        if info is None:
-            info = self._new_info(index)
-        op = OpState(info, func, ignore, always)
+        op = _deferred_op_state(self, index, func, ignore, always)
         return _op_wrapper(self.runtime, op, self.namespace)
 
 
@@ -340,10 +337,15 @@ class OpState:
     """Per-op state: the raw function, how to bind its arguments, warnings given.
 
     Slots, and nothing allocated until needed: a module with hundreds of ops makes
-    one of these per op at every import.
+    one of these per op at every import. Those (``_deferred_op_state``) hold their
+    module and row, and get their entry and the fields derived from it on first
+    use (``__getattr__``, reached only while a slot is unset): most ops of a
+    module are not called in a given run, or only much later.
     """
 
     __slots__ = (
+        "_index",
+        "_module",
         "_signature",
         "always",
         "calls",
@@ -357,6 +359,8 @@ class OpState:
         "warned",
         "work",
     )
+    #: The row of the op's entry in ``_module`` (set with ``_module`` only).
+    _index: int
 
     def __init__(
         self,
@@ -365,11 +369,23 @@ class OpState:
         ignore: frozenset[str],
         always: bool,
     ) -> None:
-        self.info = info
         self.func = func
         self.ignore = ignore
         self.always = always
-        code = func.__code__
+        #: The hot-op guard (PRODUCT.md §3.9): calls so far, seconds spent in the
+        #: function and in memoizing it, and whether it now runs plain.
+        self.calls = 0
+        self.work = 0.0
+        self.overhead = 0.0
+        self.plain = False
+        #: The module and row whose entry is still to be filled in (``__getattr__``).
+        self._module: ModuleState | None = None
+        self._fill(info)
+
+    def _fill(self, info: FunctionInfo) -> None:
+        """The fields made from the op's entry and code."""
+        self.info = info
+        code = self.func.__code__
         simple = not code.co_kwonlyargcount and not code.co_flags & _VARIADIC
         #: Names for the fast path: all arguments given positionally, no defaults used.
         #: (Read from the code object: ``inspect.signature`` is computed only when a
@@ -379,12 +395,18 @@ class OpState:
         self._signature: inspect.Signature | None = None
         #: Accepted new parameters and their default's hash (loaded on first call).
         self.elide: dict[str, str] | None = None
-        #: The hot-op guard (PRODUCT.md §3.9): calls so far, seconds spent in the
-        #: function and in memoizing it, and whether it now runs plain.
-        self.calls = 0
-        self.work = 0.0
-        self.overhead = 0.0
-        self.plain = False
+
+    def __getattr__(self, name: str) -> Any:
+        """Reached only for a slot that is not set: of an op state made at import,
+        the fields ``_fill`` makes. Two threads may both fill one in; they write
+        the same values (the entry is made once, ``ModuleState.info``)."""
+        if name != "_module":
+            module = self._module
+            if module is not None:
+                self._fill(module.info(self._index))
+                self._module = None  # after the fields: see the docstring
+        # Either set by now, or not a field (AttributeError, without coming back).
+        return object.__getattribute__(self, name)
 
     @property
     def signature(self) -> inspect.Signature:
@@ -416,6 +438,7 @@ class OpState:
         state = cls.__new__(cls)
         state.func = func
         state.plain = True
+        state._module = None
         return state
 
     def bind(
@@ -431,6 +454,33 @@ class OpState:
         bound = self.signature.bind(*args, **kwargs)
         bound.apply_defaults()
         return list(bound.arguments.items())
+
+
+def _deferred_op_state(
+    module: ModuleState,
+    index: int,
+    func: FunctionType,
+    ignore: frozenset[str],
+    always: bool,
+) -> OpState:
+    """The op state the op decorator makes at import: what its wrapper reads
+    before anything else (``begin_call``), and its row; the rest is filled in on
+    first use (``OpState.__getattr__``). Saves the entry and most of the fields
+    (about half of what making an op cost) for every op a run does not call."""
+    op: OpState = _new_object(OpState)
+    op.func = func
+    op.ignore = ignore
+    op.always = always
+    op.calls = 0
+    op.work = 0.0
+    op.overhead = 0.0
+    op.plain = False
+    op._module = module
+    op._index = index
+    return op
+
+
+_new_object = object.__new__
 
 
 class _Computing:

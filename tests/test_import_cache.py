@@ -334,3 +334,57 @@ def test_op_wrapper_without_defaults_or_keyword_defaults(runtime, tmp_path):
         assert wrapper.__defaults__ == func.__defaults__
         assert wrapper.__kwdefaults__ == func.__kwdefaults__
         assert inspect.signature(wrapper) == inspect.signature(func)
+
+
+def test_an_op_gets_its_entry_when_first_used(runtime, tmp_path):
+    """The op decorator makes no entry: the op's state gets it, and the fields
+    made from it, on first use, the same as an op state made whole."""
+    state = module(runtime, tmp_path)
+    state.register("P", ROWS)
+
+    def op(values, k=2):
+        return values
+
+    wrapper = state.op(0)(op)
+    assert state._infos == {}
+    made = wrapper.__autopersist_op__
+    assert made.positional_names == ("values", "k")  # first use: filled in
+    assert made.info is state.info(0) is runtime.function_by_id("mod:op")
+    whole = _runtime.OpState(state.info(0), op, frozenset(), False)
+    for name in _runtime.OpState.__slots__:
+        if name != "_index":
+            assert getattr(made, name) == getattr(whole, name), name
+    assert made.signature == inspect.signature(op)
+    with pytest.raises(AttributeError):
+        made.missing  # noqa: B018
+
+
+def test_a_stand_in_op_state_has_no_entry(runtime):
+    stand_in = _runtime.OpState.stand_in(lambda x: x)
+    assert stand_in.plain
+    with pytest.raises(AttributeError):
+        stand_in.info  # noqa: B018
+
+
+def test_threads_filling_in_one_op_state_see_one_entry(runtime, tmp_path):
+    import threading
+
+    state = module(runtime, tmp_path)
+    state.register("P", ROWS)
+    ops = [state.op(0)(lambda x: x).__autopersist_op__ for _ in range(200)]
+    seen: list[object] = []
+    start = threading.Barrier(4)
+
+    def read() -> None:
+        start.wait()
+        seen.extend(op.info for op in ops)
+        seen.extend(op.positional_names for op in ops)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    infos = {id(item) for item in seen if isinstance(item, _runtime.FunctionInfo)}
+    assert infos == {id(state.info(0))}
+    assert [item for item in seen if isinstance(item, tuple)] == [("x",)] * 800
