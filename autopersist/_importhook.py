@@ -55,7 +55,7 @@ from autopersist._names import (
     ENV_STORE,
     MARK_NAME,
 )
-from autopersist._runtime import Runtime
+from autopersist._runtime import ModuleState, Runtime
 from autopersist._storage import Storage
 from autopersist._transform import (
     compile_rewritten,
@@ -226,6 +226,7 @@ class Session:
         if runtime is None:
             return
         runtime.after_fork_in_child()
+        runtime.versions_after_fork()
         runtime.storage.commit_each_call(self.run_id)
         # The parent may not have committed the run's row yet: the counts need it.
         runtime.storage.add_row(*self._run_row())
@@ -261,6 +262,9 @@ class Session:
         if discard:
             storage.discard_uncommitted()
         try:
+            if not discard:
+                # A run that used no op has not recorded its modules' versions yet.
+                runtime.record_versions()
             if not discard and not self.is_child:  # children counted as they committed
                 counters = runtime.counters
                 storage.add_row(
@@ -404,6 +408,8 @@ class PersistLoader(SourceFileLoader):
     def __init__(self, fullname: str, path: str, session: Session) -> None:
         super().__init__(fullname, path)
         self.session = session
+        #: The state of the module this loader executes (``exec_module``).
+        self._state: ModuleState | None = None
 
     def source_to_code(  # type: ignore[override]
         self, data: bytes, path: str, *, _optimize: int = -1
@@ -422,12 +428,14 @@ class PersistLoader(SourceFileLoader):
             # work to a collection that would stall the user's code later (~10-30
             # ms in the middle of their first loop).
             gc.collect()
+        if self._state is not None:
+            self._state.source = data  # for new versions' source, recorded later
         return code
 
     def exec_module(self, module: ModuleType) -> None:
         path = self.get_filename(module.__name__)
         try:
-            self.session.runtime.new_module(
+            self._state = self.session.runtime.new_module(
                 self.session.identity(path), module.__dict__, path
             )
         except AutopersistError:

@@ -122,6 +122,11 @@ class ModuleState:
         self.rows: tuple[tuple[Any, ...], ...] = ()
         self._infos: dict[int, FunctionInfo] = {}
         self._by_qualname: dict[str, int] | None = None
+        #: The bytes the module's code was made from, when the importer has them,
+        #: until its versions are recorded: the source stored with a new version
+        #: is then that of the code that ran, however long after the import the
+        #: versions are recorded (``Runtime.record_versions``).
+        self.source: bytes | None = None
         #: Rows of ops whose decorator was evaluated and not applied yet (``op``).
         self._pending: list[int | tuple[int, tuple[str, ...], bool]] = []
         self._decorate = self._decorate_op
@@ -209,6 +214,18 @@ def _versions_digest(func_ids: Sequence[str], versions: Sequence[str]) -> str:
     versions one by one once, and keeps the new digest."""
     text = f"{len(func_ids)}\0" + "\0".join(func_ids) + "\0" + "\0".join(versions)
     return hash_bytes(text.encode("utf-8", "surrogatepass"), b"versions")
+
+
+def _module_text(state: ModuleState) -> str:
+    """The text of a module's source: what its code was made from if the importer
+    kept it, else the file as it is now; "" when unreadable."""
+    data = state.source
+    try:
+        if data is not None:
+            return data.decode("utf-8")
+        return Path(state.path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def _module_versions_digest(
@@ -337,10 +354,9 @@ class OpState:
     """Per-op state: the raw function, how to bind its arguments, warnings given.
 
     Slots, and nothing allocated until needed: a module with hundreds of ops makes
-    one of these per op at every import. Those (``_deferred_op_state``) hold their
-    module and row, and get their entry and the fields derived from it on first
-    use (``__getattr__``, reached only while a slot is unset): most ops of a
-    module are not called in a given run, or only much later.
+    one of these per op at every import. Those are made as ``_OpStateToFill``,
+    which gets its entry and the fields derived from it on first use: most ops of
+    a module are not called in a given run, or only much later.
     """
 
     __slots__ = (
@@ -359,7 +375,7 @@ class OpState:
         "warned",
         "work",
     )
-    #: The row of the op's entry in ``_module`` (set with ``_module`` only).
+    #: The row of the op's entry in ``_module`` (``_OpStateToFill`` only).
     _index: int
 
     def __init__(
@@ -378,12 +394,16 @@ class OpState:
         self.work = 0.0
         self.overhead = 0.0
         self.plain = False
-        #: The module and row whose entry is still to be filled in (``__getattr__``).
+        #: The module whose entry is still to be filled in (``_OpStateToFill``).
         self._module: ModuleState | None = None
         self._fill(info)
 
     def _fill(self, info: FunctionInfo) -> None:
-        """The fields made from the op's entry and code."""
+        """The fields made from the op's entry and code; the first op of a process
+        to get them has the runtime record its modules' versions first."""
+        runtime = info.module.runtime
+        if runtime._unrecorded is not None:
+            runtime.record_versions()
         self.info = info
         code = self.func.__code__
         simple = not code.co_kwonlyargcount and not code.co_flags & _VARIADIC
@@ -395,18 +415,6 @@ class OpState:
         self._signature: inspect.Signature | None = None
         #: Accepted new parameters and their default's hash (loaded on first call).
         self.elide: dict[str, str] | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        """Reached only for a slot that is not set: of an op state made at import,
-        the fields ``_fill`` makes. Two threads may both fill one in; they write
-        the same values (the entry is made once, ``ModuleState.info``)."""
-        if name != "_module":
-            module = self._module
-            if module is not None:
-                self._fill(module.info(self._index))
-                self._module = None  # after the fields: see the docstring
-        # Either set by now, or not a field (AttributeError, without coming back).
-        return object.__getattribute__(self, name)
 
     @property
     def signature(self) -> inspect.Signature:
@@ -456,6 +464,30 @@ class OpState:
         return list(bound.arguments.items())
 
 
+class _OpStateToFill(OpState):
+    """An op state made at import (``_deferred_op_state``): ``__getattr__``, reached
+    only for a slot not set yet, fills in the fields made from the op's entry,
+    then makes it a plain ``OpState``. A class of its own because a class that
+    defines ``__getattr__`` loses the interpreter's fast attribute access (a slot
+    read costs ~20 ns instead of ~4), and the call path reads an op's state a
+    dozen times per call.
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        # Two threads may both fill one in: they write the same values (the entry
+        # is made once, ``ModuleState.info``), and each reads its answer after.
+        if name != "_module":
+            module = self._module
+            if module is not None:
+                self._fill(module.info(self._index))
+                self._module = None
+                self.__class__ = OpState  # type: ignore[assignment]
+        # Set by now, or not a field: AttributeError (without coming back here).
+        return object.__getattribute__(self, name)
+
+
 def _deferred_op_state(
     module: ModuleState,
     index: int,
@@ -465,9 +497,9 @@ def _deferred_op_state(
 ) -> OpState:
     """The op state the op decorator makes at import: what its wrapper reads
     before anything else (``begin_call``), and its row; the rest is filled in on
-    first use (``OpState.__getattr__``). Saves the entry and most of the fields
-    (about half of what making an op cost) for every op a run does not call."""
-    op: OpState = _new_object(OpState)
+    first use (``_OpStateToFill``). Saves the entry and most of the fields (about
+    half of what making an op cost) for every op a run does not call."""
+    op: OpState = _new_object(_OpStateToFill)
     op.func = func
     op.ignore = ignore
     op.always = always
@@ -627,6 +659,10 @@ class Runtime:
         #: The cells of ``begin_call``, ``finish_call`` and ``fail_call`` that
         #: every op wrapper's closure shares (``_op_wrapper``).
         self.call_cells: tuple[CellType, ...] = _call_cells(self)
+        #: Modules whose versions are still to be recorded, with the time they
+        #: were registered; None once the first op is used (``record_versions``).
+        self._unrecorded: list[tuple[ModuleState, float]] | None = []
+        self._versions_lock = threading.Lock()
         set_function_resolver(self._function_version)
 
     @property
@@ -652,8 +688,39 @@ class Runtime:
         import_name = state.namespace.get("__name__")
         if isinstance(import_name, str):
             self._by_import_name[import_name] = state
-        self._record_versions(state)
+        now = time.time()
+        with self._versions_lock:
+            unrecorded = self._unrecorded
+            if unrecorded is not None:
+                unrecorded.append((state, now))
+        if unrecorded is None:
+            self._record_versions(state, now)
         self._add_entries(state)
+
+    def record_versions(self) -> None:
+        """Record the versions of the modules registered so far; from now on each
+        module records its own when it registers.
+
+        Deferred from import to the first use of an op (``OpState._fill``, which
+        every op call reaches before it stores or reuses anything, so no call is
+        committed before the versions it depends on) or the end of the session,
+        whichever comes first: on the path of every import, the query and rows
+        cost ~0.1 ms for a 3,000-line module. Threads that get here together
+        wait for the first to have buffered every row.
+        """
+        with self._versions_lock:
+            unrecorded = self._unrecorded
+            if unrecorded is None:
+                return
+            for state, registered in unrecorded:
+                self._record_versions(state, registered)
+            self._unrecorded = None
+
+    def versions_after_fork(self) -> None:
+        """In a forked child: the lock may have been held by a thread of the
+        parent. (What is unrecorded stays so: the child records it too when it
+        uses an op, the rows are the same.)"""
+        self._versions_lock = threading.Lock()
 
     def _add_entries(self, state: ModuleState) -> None:
         """Let the module's entries answer lookups (``functions``, ``by_func_id``),
@@ -697,7 +764,7 @@ class Runtime:
                 self.by_func_id[func_id] = info
         return info
 
-    def _record_versions(self, state: ModuleState) -> None:
+    def _record_versions(self, state: ModuleState, now: float) -> None:
         """Store each function's identity and current version (with its source), and
         mark the versions as seen by this run.
 
@@ -707,8 +774,9 @@ class Runtime:
         of each module's (function, version) list: when it matches, not even the
         stored versions are read (the common case, on the path of every import).
         Read from the entry table's rows (``ModuleState``): no entry is made here.
+
+        :param now: when the module was registered (its versions were seen then).
         """
-        now = time.time()
         rows = state.rows
         name = state.name
         qualnames = list(map(_QUALNAME, rows))
@@ -717,6 +785,7 @@ class Runtime:
         key = f"versions:{name}"
         if self.storage.meta_value(key) == digest:
             self.storage.mark_versions_seen(name, qualnames, versions, now, self.run_id)
+            state.source = None
             return
         known = self.storage.known_versions(name)
         seen_names: list[str] = []
@@ -731,11 +800,7 @@ class Runtime:
                 seen_versions.append(version)
                 continue
             if lines is None:
-                try:
-                    text = Path(state.path).read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError):
-                    text = ""
-                lines = python_lines(text)
+                lines = python_lines(_module_text(state))
             source = "\n".join(lines[first - 1 : last])
             self.storage.add_row(
                 "INSERT OR IGNORE INTO functions VALUES (?, ?, ?, ?, ?)",
@@ -761,6 +826,7 @@ class Runtime:
         )
         # In the same commit as the rows it stands for.
         self.storage.add_meta(key, digest)
+        state.source = None
 
     # -- op calls ------------------------------------------------------------------
 

@@ -194,6 +194,7 @@ def test_versions_are_recorded_then_only_marked_seen(tmp_path, monkeypatch):
     store = tmp_path / "store"
     first = Runtime(load_config(store), Storage(store), "run-1")
     module(first, tmp_path).register("P", ROWS)
+    first.record_versions()
     first.storage.flush()
     recorded = versions_rows(store)
     assert [row[:3] for row in recorded] == [
@@ -214,6 +215,7 @@ def test_versions_are_recorded_then_only_marked_seen(tmp_path, monkeypatch):
 
     monkeypatch.setattr(second.storage, "known_versions", no_read)
     module(second, tmp_path).register("P", ROWS)
+    second.record_versions()
     second.storage.flush()
     again = versions_rows(store)
     assert [row[:4] + row[6:] for row in again] == [
@@ -227,11 +229,13 @@ def test_a_changed_module_records_its_new_versions(tmp_path):
     store = tmp_path / "store"
     first = Runtime(load_config(store), Storage(store), "run-1")
     module(first, tmp_path).register("P", ROWS)
+    first.record_versions()
     first.storage.close()
 
     changed = (ROWS[0], ("helper", "function", V1, -1, (), False, False, 5, 6, V1))
     second = Runtime(load_config(store), Storage(store), "run-2")
     module(second, tmp_path).register("Q", changed)
+    second.record_versions()
     second.storage.close()
     rows = {(row[0], row[1]): row[5] for row in versions_rows(store)}
     assert rows[("mod:helper", V1)] == "run-2"  # new
@@ -246,6 +250,7 @@ def test_a_digest_of_another_form_costs_one_comparison(tmp_path):
     store = tmp_path / "store"
     first = Runtime(load_config(store), Storage(store), "run-1")
     module(first, tmp_path).register("P", ROWS)
+    first.record_versions()
     first.storage.close()
     with sqlite3.connect(store / "store.db") as conn:
         conn.execute(
@@ -255,6 +260,7 @@ def test_a_digest_of_another_form_costs_one_comparison(tmp_path):
 
     second = Runtime(load_config(store), Storage(store), "run-2")
     module(second, tmp_path).register("P", ROWS)
+    second.record_versions()
     second.storage.close()
     after = versions_rows(store)
     assert [row[:4] for row in after] == [row[:4] for row in before]
@@ -348,7 +354,12 @@ def test_an_op_gets_its_entry_when_first_used(runtime, tmp_path):
     wrapper = state.op(0)(op)
     assert state._infos == {}
     made = wrapper.__autopersist_op__
+    assert type(made) is _runtime._OpStateToFill
     assert made.positional_names == ("values", "k")  # first use: filled in
+    # ... and from now on a plain OpState: the call path reads its slots at the
+    # interpreter's fast speed (a class with __getattr__ has none).
+    assert type(made) is _runtime.OpState
+    assert "__getattr__" not in vars(_runtime.OpState)
     assert made.info is state.info(0) is runtime.function_by_id("mod:op")
     whole = _runtime.OpState(state.info(0), op, frozenset(), False)
     for name in _runtime.OpState.__slots__:
@@ -388,3 +399,101 @@ def test_threads_filling_in_one_op_state_see_one_entry(runtime, tmp_path):
     infos = {id(item) for item in seen if isinstance(item, _runtime.FunctionInfo)}
     assert infos == {id(state.info(0))}
     assert [item for item in seen if isinstance(item, tuple)] == [("x",)] * 800
+
+
+# -- versions recorded when the first op is used -------------------------------------
+
+
+def buffered_versions(runtime: Runtime) -> list[str]:
+    """The buffered statements that write ``versions``, ``functions`` or the digest."""
+    return [
+        sql
+        for sql, _ in runtime.storage._buffer
+        if "versions" in sql or "functions" in sql or "_autopersist_meta" in sql
+    ]
+
+
+@pytest.fixture
+def unflushed(runtime, monkeypatch):
+    """The runtime, its buffer left alone by the flush thread."""
+    monkeypatch.setattr(runtime.storage, "_flush_quietly", lambda: None)
+    return runtime
+
+
+def test_versions_wait_for_the_first_op_used(unflushed, tmp_path):
+    runtime = unflushed
+    state = module(runtime, tmp_path)
+    state.register("P", ROWS)
+    wrapper = state.op(0)(lambda values: values)
+    assert buffered_versions(runtime) == []  # importing recorded nothing
+    assert wrapper.__autopersist_op__.info.func_id == "mod:op"  # first use
+    recorded = buffered_versions(runtime)
+    assert recorded  # new versions: functions, versions, digest
+    # From now on a module records its versions when it registers.
+    later = module(runtime, tmp_path, "later")
+    later.register("Q", ROWS[:1])
+    assert len(buffered_versions(runtime)) > len(recorded)
+    count = len(buffered_versions(runtime))
+    runtime.record_versions()  # nothing left to record
+    assert len(buffered_versions(runtime)) == count
+
+
+def test_versions_are_buffered_before_the_first_call(unflushed, tmp_path):
+    """A run killed after a commit never leaves a call without the versions it
+    depends on: they go to the buffer before the call's rows."""
+    runtime = unflushed
+    state = module(runtime, tmp_path)
+    state.register("P", ROWS)
+    namespace: dict[str, Any] = {"__name__": "mod"}
+    exec("def op(values):\n    return [v * 2 for v in values]\n", namespace)
+    wrapper = state.op(0)(namespace["op"])
+    assert not buffered_versions(runtime)
+    assert wrapper([1, 2]) == [2, 4]
+    statements = [sql for sql, _ in runtime.storage._buffer]
+    first_call = next(i for i, sql in enumerate(statements) if "calls" in sql)
+    assert any("versions" in sql for sql in statements[:first_call])
+    assert runtime.counters.calls == 1
+
+
+def test_versions_recorded_at_the_end_of_a_run_that_used_no_op(project):
+    project.write("lib.py", "# persist\ndef f(x):\n    return x * 2\n")
+    project.write("main.py", "import lib\nprint('imported')\n")
+    assert project.run("main.py").stdout == "imported\n"
+    with project.db() as db:
+        rows = db.execute(
+            "SELECT func_id, source FROM versions WHERE func_id LIKE 'lib:%'"
+        ).fetchall()
+    assert rows == [("lib:f", "def f(x):\n    return x * 2")]
+
+
+def test_new_versions_store_the_source_the_code_was_made_from(runtime, tmp_path):
+    """Versions are recorded after the import (first op used, or the end of the
+    run): the source stored with a new version is the one the importer read, not
+    the file as edited since."""
+    state = module(runtime, tmp_path)
+    imported = SOURCE.replace("line 2", "imported 2").encode()
+    state.source = imported
+    state.register("P", ROWS)
+    Path(state.path).write_text(SOURCE.replace("line 2", "edited 2"), "utf-8")
+    runtime.record_versions()
+    runtime.storage.flush()
+    sources = {row[0]: row[2] for row in versions_rows(runtime.storage.store_dir)}
+    assert sources["mod:op"] == "imported 2\nline 3"
+    assert state.source is None  # not kept once recorded
+
+
+def test_a_module_edited_during_the_run_stores_the_source_that_ran(project):
+    project.write("lib.py", "# persist\ndef f(x):\n    return x * 2\n")
+    project.write(
+        "main.py",
+        "import pathlib\nimport lib\n"
+        "pathlib.Path('lib.py').write_text("
+        "'# persist\\ndef f(x):\\n    return x * 3\\n')\n"
+        "print(lib.f(2))\n",
+    )
+    assert project.run("main.py").stdout == "4\n"
+    with project.db() as db:
+        rows = db.execute(
+            "SELECT source FROM versions WHERE func_id = 'lib:f'"
+        ).fetchall()
+    assert rows == [("def f(x):\n    return x * 2",)]
