@@ -689,17 +689,23 @@ class Runtime:
         if isinstance(import_name, str):
             self._by_import_name[import_name] = state
         now = time.time()
-        with self._versions_lock:
-            unrecorded = self._unrecorded
-            if unrecorded is not None:
-                unrecorded.append((state, now))
+        unrecorded = None
+        if state.source is not None:
+            with self._versions_lock:
+                unrecorded = self._unrecorded
+                if unrecorded is not None:
+                    unrecorded.append((state, now))
         if unrecorded is None:
+            # Also at once without the bytes the code was made from (a script
+            # run as __main__): a new version's source is then read from the
+            # file, and the sooner the likelier it is still the one that runs.
             self._record_versions(state, now)
         self._add_entries(state)
 
     def record_versions(self) -> None:
         """Record the versions of the modules registered so far; from now on each
-        module records its own when it registers.
+        module records its own when it registers (as one without ``source``
+        always does).
 
         Deferred from import to the first use of an op (``OpState._fill``, which
         every op call reaches before it stores or reuses anything, so no call is

@@ -423,6 +423,7 @@ def unflushed(runtime, monkeypatch):
 def test_versions_wait_for_the_first_op_used(unflushed, tmp_path):
     runtime = unflushed
     state = module(runtime, tmp_path)
+    state.source = SOURCE.encode()  # as the importer leaves it
     state.register("P", ROWS)
     wrapper = state.op(0)(lambda values: values)
     assert buffered_versions(runtime) == []  # importing recorded nothing
@@ -443,6 +444,7 @@ def test_versions_are_buffered_before_the_first_call(unflushed, tmp_path):
     depends on: they go to the buffer before the call's rows."""
     runtime = unflushed
     state = module(runtime, tmp_path)
+    state.source = SOURCE.encode()
     state.register("P", ROWS)
     namespace: dict[str, Any] = {"__name__": "mod"}
     exec("def op(values):\n    return [v * 2 for v in values]\n", namespace)
@@ -497,3 +499,12 @@ def test_a_module_edited_during_the_run_stores_the_source_that_ran(project):
             "SELECT source FROM versions WHERE func_id = 'lib:f'"
         ).fetchall()
     assert rows == [("def f(x):\n    return x * 2",)]
+
+
+def test_a_module_without_its_source_records_its_versions_at_once(unflushed, tmp_path):
+    """A script run as __main__ gets no source bytes from the importer: its
+    versions are recorded when it registers, with the file read then."""
+    state = module(unflushed, tmp_path)
+    state.register("P", ROWS)
+    assert buffered_versions(unflushed)
+    assert unflushed._unrecorded == []  # others still wait for the first op
