@@ -1,13 +1,12 @@
 """An in-memory index of one op's stored reusable calls, for lookups without SQL.
 
 An op called many times in one process (a loop) would otherwise cost one indexed
-SQLite query per call (~2-3 µs): the storage loads all the
-op's reusable calls once, when its lookups reach ``LOAD_AFTER_LOOKUPS`` and
-``LOAD_SHARE`` of the store's calls, and from then on answers from this index,
-which the calls the process stores are added to as well.
-Calls that other processes store after the load are not seen: such a call is
-computed again and stored under the same content-derived id (kept once).
-"""
+SQLite query per call (~2-3 µs): the storage loads all the op's reusable calls
+once, when its lookups reach ``LOAD_AFTER_LOOKUPS`` and ``LOAD_SHARE`` of the
+store's calls (or the calls they found reach ``LOAD_SHARE_HITS``), and from then
+on answers from this index, which the calls the process stores are added to as
+well. Calls that other processes store after the load are not seen: such a call
+is computed again and stored under the same content-derived id (kept once)."""
 
 from __future__ import annotations
 
@@ -15,12 +14,16 @@ from __future__ import annotations
 #: small scripts never pay for the load (~1-5 µs per stored call, once) ...
 LOAD_AFTER_LOOKUPS = 50
 #: ... and then only once the lookups reach this share of the store's calls. A load
-#: costs ~1.5 µs per stored call; a lookup by SQL ~1.5 (miss) to ~2.5 µs (hit) more
+#: costs ~1.5 µs per stored call; a lookup by SQL ~1.5 (miss) to ~3 µs (hit) more
 #: than one in memory. Loading when the lookups so far have cost about as much as
-#: the load would (the ski-rental rule) keeps a run within twice the cost of the
-#: better choice, whatever its length: a run that looks up 10k of 100k stored calls
-#: keeps using SQL, one that looks up most of them loads early on.
+#: the load would (the ski-rental rule) keeps a run within about twice the cost of
+#: the better choice, whatever its length: a run of 10k new calls into a store of
+#: 100k keeps using SQL, one that looks up most of the store loads on the way ...
 LOAD_SHARE = 0.4
+#: ... or sooner, once this share of the store's calls has been found: lookups that
+#: find their calls are most often a script run again over the work it stored,
+#: which goes on to look up most of it.
+LOAD_SHARE_HITS = 0.1
 #: Outputs whose pickled bytes are at most this long are kept in the index, so
 #: reusing them reads nothing from the store.
 SMALL_OUTPUT = 256

@@ -46,6 +46,7 @@ from autopersist._blobfile import read_blob
 from autopersist._call_index import (
     LOAD_AFTER_LOOKUPS,
     LOAD_SHARE,
+    LOAD_SHARE_HITS,
     Candidate,
     OpIndex,
 )
@@ -354,11 +355,13 @@ class Storage:
         self._known_values: set[str] = set()
         self._known_deps: set[str] = set()
         self._deps_cache: dict[str, dict[str, str]] = {}
-        #: Ops whose reusable calls are held in memory (see ``_call_index``), and
-        #: how many SQL lookups the others have made so far.
+        #: Ops whose reusable calls are held in memory (see ``_call_index``); for
+        #: the others, the SQL lookups made so far, how many found a call, and
+        #: the store's size when first asked.
         self._indexes: dict[str, OpIndex] = {}
         self._lookups: dict[str, int] = {}
-        self._load_at: dict[str, int] = {}
+        self._hits: dict[str, int] = {}
+        self._stored: dict[str, int] = {}
         self._closed = False
         #: The first write error; reported by ``close()``.
         self._error: StorageError | None = None
@@ -452,28 +455,28 @@ class Storage:
         lookups = self._lookups.get(op_id, 0) + 1
         self._lookups[op_id] = lookups
         if lookups >= LOAD_AFTER_LOOKUPS:
-            threshold = self._load_at.get(op_id)
-            if threshold is None:
-                # Loading reads the whole calls table (~1 µs per row, sequential),
-                # a lookup by SQL costs ~4 µs: load once this process has looked
-                # up a fair share of that, so a run touching few of many stored
-                # calls never pays for all of them.
-                stored = self._query("SELECT max(rowid) FROM calls", ())[0][0] or 0
-                threshold = self._load_at[op_id] = max(
-                    LOAD_AFTER_LOOKUPS, int(stored * LOAD_SHARE)
-                )
-            if lookups >= threshold:
+            stored = self._stored.get(op_id)
+            if stored is None:
+                # A load reads the whole calls table (see _call_index).
+                rows = self._query("SELECT max(rowid) FROM calls", ())
+                stored = self._stored[op_id] = rows[0][0] or 0
+            if (
+                lookups >= stored * LOAD_SHARE
+                or self._hits.get(op_id, 0) >= stored * LOAD_SHARE_HITS
+            ):
                 return self._load_index(op_id).get(inputs_id)
-        rows: list[Candidate] = self._query(
+        found: list[Candidate] = self._query(
             "SELECT call_id, deps_id, output_id, output_data FROM calls "
             "WHERE op_id = ? AND inputs_id = ? AND status = 'ok' ORDER BY rowid",
             (op_id, inputs_id),
         )
         for pending in (self._committing, self._pending):
-            found = pending.calls.get((op_id, inputs_id))
-            if found:
-                rows.extend((*row, None) for row in found)
-        return tuple(rows)
+            buffered = pending.calls.get((op_id, inputs_id))
+            if buffered:
+                found.extend((*row, None) for row in buffered)
+        if found:
+            self._hits[op_id] = self._hits.get(op_id, 0) + 1
+        return tuple(found)
 
     def _load_index(self, op_id: str) -> OpIndex:
         """Read all of ``op_id``'s reusable calls into an ``OpIndex``, which from

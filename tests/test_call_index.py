@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from autopersist._call_index import LOAD_AFTER_LOOKUPS, LOAD_SHARE
+from autopersist._call_index import LOAD_AFTER_LOOKUPS, LOAD_SHARE, LOAD_SHARE_HITS
 from autopersist._hashing import combine, content_hash
 from autopersist._storage import Storage, check_consistency
 from tests._helpers import autopersist_args
@@ -111,26 +111,38 @@ def test_calls_stored_by_another_process_after_the_load_are_kept_once(project):
 
 
 def test_few_lookups_in_a_big_store_use_sql(project):
-    """The load reads the whole calls table: a process looking up fewer than a
-    ``LOAD_SHARE`` of the store's calls keeps querying, and finds the same calls."""
+    """The load reads the whole calls table: a process whose lookups are fewer
+    than ``LOAD_SHARE`` of the store's calls, and found fewer than
+    ``LOAD_SHARE_HITS`` of them, keeps querying, and finds the same calls."""
     project.write("loop.py", LOOP)
     assert project.run("loop.py", "0", "1000", "1").returncode == 0
-    storage = Storage(project.store)
+
+    def lookup(storage: Storage, i: int) -> int:
+        inputs_id = combine("loop:sq", "x", content_hash(i))
+        return len(storage.candidates("loop:sq", inputs_id))
+
+    misses = int(1000 * LOAD_SHARE) - 1
+    hits = int(1000 * LOAD_SHARE_HITS)
+    assert min(misses, hits) > LOAD_AFTER_LOOKUPS
+    new_calls = Storage(project.store)  # a run of new calls: misses
     try:
-
-        def lookup(i: int) -> int:
-            inputs_id = combine("loop:sq", "x", content_hash(i))
-            return len(storage.candidates("loop:sq", inputs_id))
-
-        few = int(1000 * LOAD_SHARE) - 1
-        assert few > LOAD_AFTER_LOOKUPS
-        assert [lookup(i) for i in range(few)] == [1] * few
-        assert storage._indexes == {}
-        assert [lookup(i) for i in range(few, few + 10)] == [1] * 10
-        assert "loop:sq" in storage._indexes  # the share was reached: loaded
-        assert lookup(5000) == 0  # never stored
+        assert [lookup(new_calls, 5000 + i) for i in range(misses)] == [0] * misses
+        assert new_calls._indexes == {}
+        assert lookup(new_calls, 7) == 1
+        assert "loop:sq" in new_calls._indexes  # the share was reached: loaded
+        assert lookup(new_calls, 8) == 1
+        assert lookup(new_calls, 4999) == 0  # never stored
     finally:
-        storage.close()
+        new_calls.close()
+    rerun = Storage(project.store)  # a run again over stored work: hits
+    try:
+        assert [lookup(rerun, i) for i in range(hits)] == [1] * hits
+        assert rerun._indexes == {}  # a tenth found: the next lookup loads
+        assert lookup(rerun, hits) == 1
+        assert "loop:sq" in rerun._indexes
+        assert [lookup(rerun, i) for i in range(hits + 1, 1000)] == [1] * (999 - hits)
+    finally:
+        rerun.close()
 
 
 def _row(n: int, inputs: str, deps: str, data: bytes | None, status: str = "ok"):
