@@ -385,6 +385,17 @@ class OpState:
         ignore: frozenset[str],
         always: bool,
     ) -> None:
+        self._start(func, ignore, always, None)
+        self._fill(info)
+
+    def _start(
+        self,
+        func: FunctionType,
+        ignore: frozenset[str],
+        always: bool,
+        module: ModuleState | None,
+    ) -> None:
+        """The fields set before the op's entry is known (``_deferred_op_state``)."""
         self.func = func
         self.ignore = ignore
         self.always = always
@@ -395,8 +406,7 @@ class OpState:
         self.overhead = 0.0
         self.plain = False
         #: The module whose entry is still to be filled in (``_OpStateToFill``).
-        self._module: ModuleState | None = None
-        self._fill(info)
+        self._module = module
 
     def _fill(self, info: FunctionInfo) -> None:
         """The fields made from the op's entry and code; the first op of a process
@@ -500,14 +510,7 @@ def _deferred_op_state(
     first use (``_OpStateToFill``). Saves the entry and most of the fields (about
     half of what making an op cost) for every op a run does not call."""
     op: OpState = _new_object(_OpStateToFill)
-    op.func = func
-    op.ignore = ignore
-    op.always = always
-    op.calls = 0
-    op.work = 0.0
-    op.overhead = 0.0
-    op.plain = False
-    op._module = module
+    op._start(func, ignore, always, module)
     op._index = index
     return op
 
