@@ -394,8 +394,8 @@ class Storage:
         Reads share one snapshot (a read transaction) while nobody commits: a
         statement in a transaction of its own takes and drops SQLite's file
         locks, system calls that cost more than the search of an index (~2.5 of
-        ~4.5 µs per lookup). The WAL-index header (``_wal_watch``) tells in
-        ~0.1 µs whether any process committed since the snapshot began; if so,
+        ~4.5 µs per lookup). One read of the WAL-index header (``_wal_watch``,
+        ~0.5 µs) tells whether any process committed since the snapshot began; if so,
         the read starts a new one, so a commit is seen as soon as without a held
         snapshot. No snapshot is held while this process commits, nor for longer
         than ``SNAPSHOT_SECONDS`` (the flush thread ends one left idle), so that
@@ -421,18 +421,25 @@ class Storage:
         """End the reads' snapshot and begin another (under ``_read_lock``); it
         takes effect at the next statement, so the header is read first: a
         commit in between only makes the next read begin yet another."""
-        read = self._read
-        if read.in_transaction:
-            read.execute("COMMIT")
+        self._drop_snapshot()
         if self._watch is None:
             try:
                 self._watch = WalWatch(self.db_path)
             except (OSError, ValueError):
                 self._wal = False  # no watch, no snapshot: each statement in its own
                 return
-        self._snapshot_header = self._watch.header()
-        read.execute("BEGIN")
+        header = self._watch.header()
+        if not header:
+            return  # unreadable now: this read in its own transaction
+        self._snapshot_header = header
+        self._read.execute("BEGIN")
         self._snapshot_until = time.monotonic() + SNAPSHOT_SECONDS
+
+    def _drop_snapshot(self) -> None:
+        """End the reads' read transaction, if any (under ``_read_lock``)."""
+        with contextlib.suppress(sqlite3.Error):  # also: the connection is closed
+            if not self._closed and self._read.in_transaction:
+                self._read.execute("COMMIT")
 
     def _end_snapshot(self, *, committing: bool) -> None:
         """End the reads' snapshot, so the next read sees the latest commits (a
@@ -441,9 +448,7 @@ class Storage:
         with self._read_lock:
             self._committing_now = committing
             self._snapshot_until = 0.0
-            with contextlib.suppress(sqlite3.Error):  # also: connection closed
-                if self._read.in_transaction:
-                    self._read.execute("COMMIT")
+            self._drop_snapshot()
 
     def candidates(self, op_id: str, inputs_id: str) -> tuple[Candidate, ...]:
         """Stored reusable calls ``(call_id, deps_id, output_id, pickled output or
@@ -906,9 +911,7 @@ class Storage:
             return
         if self._read_lock.acquire(blocking=False):  # else a read is under way
             try:
-                if self._read.in_transaction and not self._closed:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._read.execute("COMMIT")
+                self._drop_snapshot()
             finally:
                 self._read_lock.release()
 

@@ -160,3 +160,26 @@ def test_no_snapshot_is_held_while_this_process_commits(stores, monkeypatch):
     assert seen == [True, False]
     assert storage.candidates(OP, "in-6")
     assert storage._read.in_transaction  # held again after the commit
+
+
+def test_an_unreadable_header_holds_no_snapshot(stores, monkeypatch):
+    """An empty header (the ``-shm`` file could not be read) would compare equal
+    to another empty one: the read then runs in its own transaction instead."""
+    reader, writer = stores(), stores()
+    assert reader.candidates(OP, "in-20") == ()  # the watch exists from here on
+    monkeypatch.setattr(WalWatch, "header", lambda self: b"")
+    assert reader.candidates(OP, "in-20") == ()
+    assert not reader._read.in_transaction
+    _store(writer, 20)
+    assert reader.candidates(OP, "in-20")
+
+
+def test_ending_a_stale_snapshot_after_close_is_quiet(stores):
+    """The flush thread may reach ``_end_stale_snapshot`` just after ``close()``
+    closed the connections: nothing is raised (in a daemon thread it would
+    print a traceback)."""
+    storage = stores()
+    assert storage.candidates(OP, "in-21") == ()
+    storage.close()
+    storage._snapshot_until = 0.0
+    storage._end_stale_snapshot()
