@@ -205,17 +205,6 @@ class ModuleState:
         return _op_wrapper(self.runtime, op, self.namespace)
 
 
-def _versions_digest(func_ids: Sequence[str], versions: Sequence[str]) -> str:
-    """What a module's ``(func_id, version)`` list is recorded under in the store's
-    ``_autopersist_meta``: one hash of one string, several times cheaper than
-    ``combine`` of one string per function. No module path, qualname or version
-    holds a NUL, so with the count first the string stands for one list only. A
-    store whose digest was made otherwise (by an older release) compares the
-    versions one by one once, and keeps the new digest."""
-    text = f"{len(func_ids)}\0" + "\0".join(func_ids) + "\0" + "\0".join(versions)
-    return hash_bytes(text.encode("utf-8", "surrogatepass"), b"versions")
-
-
 def _module_text(state: ModuleState) -> str:
     """The text of a module's source: what its code was made from if the importer
     kept it, else the file as it is now; "" when unreadable."""
@@ -231,8 +220,15 @@ def _module_text(state: ModuleState) -> str:
 def _module_versions_digest(
     module: str, qualnames: Sequence[str], versions: Sequence[str]
 ) -> str:
-    """``_versions_digest`` of the functions ``module:qualname``, without making
-    each func_id: the same string is joined around the module's prefix."""
+    """What a module's list of functions ``module:qualname`` and their versions is
+    recorded under in the store's ``_autopersist_meta``: one hash of one string
+    (the count, the func_ids, the versions, joined by NUL), several times cheaper
+    than ``combine`` of one string per function, and made without a func_id
+    string per function (the module's prefix is joined around the qualnames).
+    No module path, qualname or version holds a NUL, so with the count first the
+    string stands for one list only. A store whose digest was made otherwise (by
+    an older release) compares the versions one by one once, and keeps the new
+    digest."""
     prefix = module + ":"
     ids = prefix + f"\0{prefix}".join(qualnames) if qualnames else ""
     text = f"{len(qualnames)}\0" + ids + "\0" + "\0".join(versions)

@@ -16,6 +16,7 @@ import pytest
 
 from autopersist import _runtime
 from autopersist._config import load_config
+from autopersist._hashing import hash_bytes
 from autopersist._runtime import ModuleState, Runtime
 from autopersist._storage import Storage
 
@@ -265,7 +266,7 @@ def test_a_digest_of_another_form_costs_one_comparison(tmp_path):
     after = versions_rows(store)
     assert [row[:4] for row in after] == [row[:4] for row in before]
     assert {row[5] for row in after} == {"run-2"}
-    digest = _runtime._versions_digest(
+    digest = _digest_of_func_ids(
         [f"mod:{row[0]}" for row in ROWS], [row[2] for row in ROWS]
     )
     with sqlite3.connect(store / "store.db") as conn:
@@ -275,23 +276,31 @@ def test_a_digest_of_another_form_costs_one_comparison(tmp_path):
     assert stored == [(digest,)]
 
 
+def _digest_of_func_ids(func_ids, versions) -> str:
+    """The module versions digest stores hold (``_autopersist_meta``), made from
+    whole func_ids: ``_module_versions_digest`` must give the same value, so
+    existing stores keep theirs."""
+    text = f"{len(func_ids)}\0" + "\0".join(func_ids) + "\0" + "\0".join(versions)
+    return hash_bytes(text.encode("utf-8", "surrogatepass"), b"versions")
+
+
 def test_versions_digest_tells_lists_apart():
-    digest = _runtime._versions_digest
-    assert digest(["m:a", "m:b"], [V1, V2]) != digest(["m:b", "m:a"], [V1, V2])
-    assert digest(["m:a", "m:b"], [V1, V2]) != digest(["m:a", "m:b"], [V2, V1])
-    assert digest(["m:a"], [V1]) != digest(["m:a", "m:a"], [V1, V1])
-    assert digest([], []) != digest(["m:a"], [V1])
-    assert digest(["m:a"], [V1]) == digest(("m:a",), (V1,))
+    digest = functools.partial(_runtime._module_versions_digest, "m")
+    assert digest(["a", "b"], [V1, V2]) != digest(["b", "a"], [V1, V2])
+    assert digest(["a", "b"], [V1, V2]) != digest(["a", "b"], [V2, V1])
+    assert digest(["a"], [V1]) != digest(["a", "a"], [V1, V1])
+    assert digest([], []) != digest(["a"], [V1])
+    assert digest(["a"], [V1]) == digest(("a",), (V1,))
 
 
 def test_module_digest_is_the_digest_of_its_func_ids():
     """``_record_versions`` digests the rows without making each func_id: the
-    same value as ``_versions_digest`` of the func_ids, so stores keep theirs."""
+    same value as the digest of the func_ids, so stores keep theirs."""
     module_digest = _runtime._module_versions_digest
     for qualnames, versions in (([], []), (["a"], [V1]), (["a", "B.c"], [V1, V2])):
         func_ids = [f"pkg.mod:{name}" for name in qualnames]
         assert module_digest("pkg.mod", qualnames, versions) == (
-            _runtime._versions_digest(func_ids, versions)
+            _digest_of_func_ids(func_ids, versions)
         )
     assert module_digest("a", ["c"], [V1]) != module_digest("b", ["c"], [V1])
 
