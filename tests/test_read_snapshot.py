@@ -183,3 +183,5 @@ def test_ending_a_stale_snapshot_after_close_is_quiet(stores):
     storage.close()
     storage._snapshot_until = 0.0
     storage._end_stale_snapshot()
+    assert storage._read_lock.acquire(blocking=False)  # released on the way out
+    storage._read_lock.release()
