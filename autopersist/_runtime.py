@@ -562,11 +562,15 @@ class _ThreadState:
     is running (then an op reached from it, say through a ``__reduce__`` that hashing
     calls, runs plain instead of re-entering the runtime)."""
 
-    __slots__ = ("busy", "stack")
+    __slots__ = ("busy", "global_hashes", "stack")
 
     def __init__(self) -> None:
         self.stack: list[_Computing] = []
         self.busy = False
+        #: While ``begin_call`` or ``finish_call`` runs (no user code in between):
+        #: the hashes of the mutable global values it has hashed, by ``id``
+        #: (``Runtime._global_hash``); None otherwise.
+        self.global_hashes: dict[int, tuple[object, str]] | None = None
 
 
 class _PerThread(threading.local):
@@ -900,6 +904,7 @@ class Runtime:
             return _COMPUTE, state
         finally:
             local.busy = False
+            local.global_hashes = None
 
     def _inputs_id(
         self, func_id: str, input_hashes: dict[str, str], elide: dict[str, str]
@@ -984,6 +989,7 @@ class Runtime:
             )
         finally:
             local.busy = False
+            local.global_hashes = None
 
     def finish_call(self, state: _Computing, result: Any) -> Any:
         """The op returned ``result``: store the call, return ``result``."""
@@ -1036,6 +1042,7 @@ class Runtime:
             return result
         finally:
             local.busy = False
+            local.global_hashes = None
 
     # -- dependencies --------------------------------------------------------------
 
@@ -1216,7 +1223,16 @@ class Runtime:
         return info.version if info is not None else None
 
     def _global_hash(self, value: object) -> str:
-        """Content hash of a global's value; immutable values are hashed once."""
+        """Content hash of a global's value; immutable values are hashed once.
+
+        A mutable value can change whenever user code runs, so it is hashed again
+        at each start and end of a call that reads it, but once per start or end:
+        the lookup's validity checks and the purity check's "before" share one
+        hash, and the dependencies of every function that read it and the purity
+        check's "after" another (``_ThreadState.global_hashes``). A large array
+        read as a global costs two hashes per computed call, not one per reader
+        plus two.
+        """
         if is_immutable(value):
             cached = self._immutable_hashes.get(id(value))
             if cached is not None and cached[0] is value:
@@ -1226,7 +1242,18 @@ class Runtime:
                 self._immutable_hashes.clear()
             self._immutable_hashes[id(value)] = (value, value_hash)
             return value_hash
-        return content_hash(value)
+        local = self._threads.state
+        if not local.busy:
+            return content_hash(value)  # not inside a call's start or end
+        hashes = local.global_hashes
+        if hashes is None:
+            hashes = local.global_hashes = {}
+        found = hashes.get(id(value))
+        if found is not None and found[0] is value:
+            return found[1]
+        value_hash = content_hash(value)
+        hashes[id(value)] = (value, value_hash)
+        return value_hash
 
     # -- validity of stored calls -----------------------------------------------------
 
@@ -1430,7 +1457,7 @@ class Runtime:
             if isinstance(value, (ModuleType, FunctionType, type)):
                 continue
             try:
-                before[chain[0]] = content_hash(value)
+                before[chain[0]] = self._global_hash(value)
             except HashingError:
                 continue
         return before
@@ -1462,7 +1489,7 @@ class Runtime:
             namespace = op.info.module.namespace
             for name, before in globals_before.items():
                 try:
-                    changed = content_hash(namespace.get(name)) != before
+                    changed = self._global_hash(namespace.get(name)) != before
                 except HashingError:
                     changed = False
                 if changed:

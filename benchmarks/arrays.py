@@ -19,6 +19,12 @@ step). Figures:
 * reused, result never touched: ``main.py`` timing only ``make(n, 0)``, whose
   result it prints only by shape (a step the program reuses but does not look
   at): seconds and the process's peak RSS, vs plain and joblib doing the same;
+* a global: ``glob.py`` holds an array of the given size as a module global
+  ``TABLE`` that an op ``pick(i)`` reads; ``main.py`` times 10 calls with new
+  arguments (first run) and the same 10 again (second run, reused), in ms per
+  call. A mutable global is hashed at the start and at the end of a computed
+  call, at the lookup of a reused one: the per-call cost is about 2 hashes new,
+  1 reused (the plain column is the hash of the array, in-process);
 * in-process: ``autopersist._hashing.content_hash`` of one array, in GB/s,
   vs ``joblib.hash`` (target: >= 1 GB/s at 100 MB), ``_codec.dumps`` + writing
   the blob file (what the store does for a value > 64 KiB), and reading the blob
@@ -87,6 +93,34 @@ else:  # "make": the result is never touched, only its shape printed
     out = make(n, 0)
     seconds = time.perf_counter() - t0
     print("BENCH " + json.dumps({"seconds": seconds, "last": list(out.shape)}))
+"""
+
+GLOBAL = """\
+# persist
+import sys
+
+import numpy as np
+
+TABLE = np.random.default_rng(2).standard_normal(int(sys.argv[1]))
+
+
+def pick(i):
+    table = TABLE
+    return float(table[i] * 2)
+"""
+
+GLOBAL_MAIN = """\
+import json
+import sys
+import time
+
+import glob_table
+
+calls = 10
+t0 = time.perf_counter()
+picked = [glob_table.pick(i) for i in range(calls)]
+seconds = time.perf_counter() - t0
+print("BENCH " + json.dumps({"seconds": seconds / calls, "last": picked[-1]}))
 """
 
 HASH = """\
@@ -187,6 +221,19 @@ def measure_pipeline(mb: int, reps: int) -> dict[str, float]:
     return {k: median(v) for k, v in res.items()}
 
 
+def measure_global(mb: int) -> dict[str, float]:
+    """Seconds per call of an op reading an array global: new, then reused."""
+    n = mb * 1024 * 1024 // 8
+    with tempfile.TemporaryDirectory(prefix="apbench-") as d:
+        write(d, "glob_table.py", GLOBAL)
+        write(d, "glob_main.py", GLOBAL_MAIN)
+        new = run_child(ap_args("glob_main.py", n), d)
+        reused = run_child(ap_args("glob_main.py", n), d)
+        if new.data["last"] != reused.data["last"]:
+            raise RuntimeError("global: the reused run disagrees")
+        return {"new": new.data["seconds"], "reused": reused.data["seconds"]}
+
+
 def measure_hash(mb: int, reps: int) -> dict[str, float]:
     n = mb * 1024 * 1024 // 8
     with tempfile.TemporaryDirectory(prefix="apbench-") as d:
@@ -255,6 +302,19 @@ def run(sizes_mb: list[int] | None = None, reps: int = 3) -> list[Row]:
                 higher_is_better=True,
             )
         )
+        progress(f"arrays: {mb} MB global read by an op")
+        g = measure_global(mb)
+        for kind in ("new", "reused"):
+            rows.append(
+                Row(
+                    BENCH,
+                    f"{mb} MB global read by an op: {kind} call "
+                    "(plain: one hash of it)",
+                    "ms",
+                    g[kind] * 1e3,
+                    h["ap_hash"] * 1e3,
+                )
+            )
         rows.append(
             Row(
                 BENCH,
@@ -282,7 +342,9 @@ NOTES = (
     "throughput' divides the 3 stored arrays by the time added over plain Python. "
     "joblib column of content_hash = joblib.hash of the same array. 'never "
     "touched' times make(n) alone in a new store, its result printed only by "
-    "shape; plain = computing it.",
+    "shape; plain = computing it. 'global read by an op': ms per call of an op "
+    "reading the array as a module global; its ap/plain is the number of hashes "
+    "of the array per call (2 new: start and end, 1 reused: the lookup).",
 )
 
 
