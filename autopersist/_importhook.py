@@ -55,7 +55,8 @@ from autopersist._names import (
     ENV_STORE,
     MARK_NAME,
 )
-from autopersist._runtime import ModuleState, Runtime
+from autopersist._ops import ModuleState
+from autopersist._runtime import Runtime
 from autopersist._storage import Storage
 from autopersist._transform import (
     compile_rewritten,

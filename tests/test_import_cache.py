@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from autopersist import _runtime
+from autopersist import _ops, _runtime
 from autopersist._config import load_config
 from autopersist._hashing import hash_bytes
-from autopersist._runtime import ModuleState, Runtime
+from autopersist._ops import ModuleState
+from autopersist._runtime import Runtime
 from autopersist._storage import Storage
 
 V1, V2, V3, V4 = ("1" * 32, "2" * 32, "3" * 32, "4" * 32)
@@ -363,15 +364,15 @@ def test_an_op_gets_its_entry_when_first_used(runtime, tmp_path):
     wrapper = state.op(0)(op)
     assert state._infos == {}
     made = wrapper.__autopersist_op__
-    assert type(made) is _runtime._OpStateToFill
+    assert type(made) is _ops._OpStateToFill
     assert made.positional_names == ("values", "k")  # first use: filled in
     # ... and from now on a plain OpState: the call path reads its slots at the
     # interpreter's fast speed (a class with __getattr__ has none).
-    assert type(made) is _runtime.OpState
-    assert "__getattr__" not in vars(_runtime.OpState)
+    assert type(made) is _ops.OpState
+    assert "__getattr__" not in vars(_ops.OpState)
     assert made.info is state.info(0) is runtime.function_by_id("mod:op")
-    whole = _runtime.OpState(state.info(0), op, frozenset(), False)
-    for name in _runtime.OpState.__slots__:
+    whole = _ops.OpState(state.info(0), op, frozenset(), False)
+    for name in _ops.OpState.__slots__:
         if name != "_index":
             assert getattr(made, name) == getattr(whole, name), name
     assert made.signature == inspect.signature(op)
@@ -380,7 +381,7 @@ def test_an_op_gets_its_entry_when_first_used(runtime, tmp_path):
 
 
 def test_a_stand_in_op_state_has_no_entry(runtime):
-    stand_in = _runtime.OpState.stand_in(lambda x: x)
+    stand_in = _ops.OpState.stand_in(lambda x: x)
     assert stand_in.plain
     with pytest.raises(AttributeError):
         stand_in.info  # noqa: B018
@@ -405,7 +406,7 @@ def test_threads_filling_in_one_op_state_see_one_entry(runtime, tmp_path):
         thread.start()
     for thread in threads:
         thread.join()
-    infos = {id(item) for item in seen if isinstance(item, _runtime.FunctionInfo)}
+    infos = {id(item) for item in seen if isinstance(item, _ops.FunctionInfo)}
     assert infos == {id(state.info(0))}
     assert [item for item in seen if isinstance(item, tuple)] == [("x",)] * 800
 

@@ -1,0 +1,105 @@
+"""Provenance within one run: which call produced a value that a later call
+takes as input (the store's ``call_links`` rows). Whole outputs are matched by
+content, elements of list, tuple and dict outputs by object identity."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+
+class Provenance:
+    """Which call produced a value seen as an input, within this run.
+
+    Whole outputs are matched by content (their value id); elements of list, tuple
+    and dict outputs by object identity, checked against a weak reference (or, for
+    objects without weak references, a strong one kept in a bounded table).
+    """
+
+    LIMIT = 100_000
+    ELEMENTS = 1_000
+
+    def __init__(self) -> None:
+        self._outputs: dict[str, str] = {}  # value_id -> call_id
+        self._elements: dict[int, tuple[Any, str, str]] = {}  # id -> (ref, call, path)
+
+    def produced(self, call_id: str, result: object, output_id: str) -> None:
+        kind = type(result)
+        if result is None or kind is bool:
+            return  # too common to say where it came from
+        if len(self._outputs) > self.LIMIT:
+            self._outputs.clear()
+        self._outputs[output_id] = call_id
+        if kind in _SCALARS:
+            # No elements, no weak references: held (bounded) by identity.
+            if not _is_shared(result):
+                if len(self._elements) > self.LIMIT:
+                    self._elements.clear()
+                self._elements[id(result)] = (result, call_id, "")
+            return
+        # The output object itself too: a list built from several outputs (e.g.
+        # ensemble([model(k) for k in ks])) is linked element by element.
+        for path, element in [("", result), *_elements(result, self.ELEMENTS)]:
+            if _is_shared(element):
+                continue  # cached small ints, None, booleans: identity says nothing
+            if len(self._elements) > self.LIMIT:
+                self._elements.clear()
+            try:
+                ref: Any = weakref.ref(element)
+            except TypeError:
+                ref = element
+            self._elements[id(element)] = (ref, call_id, path)
+
+    def _element_source(self, value: object) -> tuple[str, str] | None:
+        found = self._elements.get(id(value))
+        if found is None:
+            return None
+        ref, call_id, path = found
+        target = ref() if isinstance(ref, weakref.ref) else ref
+        return (call_id, path) if target is value else None
+
+    def links(
+        self, call_id: str, bound: list[tuple[str, Any]], hashes: dict[str, str]
+    ) -> list[tuple[str, str, str, str, str]]:
+        """``call_links`` rows for the inputs of ``call_id``."""
+        rows: list[tuple[str, str, str, str, str]] = []
+        for name, value in bound:
+            source = self._outputs.get(hashes.get(name, ""))
+            if source is not None and source != call_id:
+                rows.append((call_id, name, "", source, ""))
+                continue
+            element = self._element_source(value)
+            if element is not None:
+                rows.append((call_id, name, "", element[0], element[1]))
+                continue
+            if type(value) in _SCALARS:
+                continue  # no elements (``_elements``): the commonest inputs
+            for path, item in _elements(value, self.ELEMENTS):
+                element = self._element_source(item)
+                if element is not None:
+                    rows.append((call_id, name, path, element[0], element[1]))
+        return rows
+
+
+#: Output types without elements that cannot be weakly referenced.
+_SCALARS = frozenset({int, float, complex, str, bytes})
+
+
+def _is_shared(value: object) -> bool:
+    """Objects the interpreter shares between unrelated places (None, booleans,
+    cached small ints, one-character strings): never linked by identity."""
+    kind = type(value)
+    if value is None or kind is bool:
+        return True
+    if kind is int:
+        return -5 <= value <= 256  # type: ignore[operator]
+    return kind in (str, bytes) and len(value) <= 1  # type: ignore[arg-type]
+
+
+def _elements(value: object, limit: int) -> list[tuple[str, object]]:
+    """First-level elements of a list, tuple or dict with their paths (``[0]``)."""
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        return [(f"[{i}]", item) for i, item in enumerate(value[:limit])]
+    if isinstance(value, dict) and type(value) is dict:
+        return [(f"[{key!r}]", item) for key, item in list(value.items())[:limit]]
+    return []
