@@ -830,24 +830,21 @@ class Runtime:
         plus two.
         """
         if is_immutable(value):
-            cached = self._immutable_hashes.get(id(value))
-            if cached is not None and cached[0] is value:
-                return cached[1]
-            value_hash = content_hash(value)
-            if len(self._immutable_hashes) > 50_000:
-                self._immutable_hashes.clear()
-            self._immutable_hashes[id(value)] = (value, value_hash)
-            return value_hash
-        local = self._threads.state
-        if not local.busy:
-            return content_hash(value)  # not inside a call's start or end
-        hashes = local.global_hashes
-        if hashes is None:
-            hashes = local.global_hashes = {}
+            hashes = self._immutable_hashes
+        else:
+            local = self._threads.state
+            if not local.busy:
+                return content_hash(value)  # not inside a call's start or end
+            memo = local.global_hashes
+            if memo is None:
+                memo = local.global_hashes = {}
+            hashes = memo
         found = hashes.get(id(value))
         if found is not None and found[0] is value:
             return found[1]
         value_hash = content_hash(value)
+        if len(hashes) > 50_000:  # bounded memory in long runs
+            hashes.clear()
         hashes[id(value)] = (value, value_hash)
         return value_hash
 
