@@ -54,6 +54,7 @@ from autopersist._names import (
     ENV_RUN_ID,
     ENV_STORE,
     MARK_NAME,
+    UNSEEN_NAME,
 )
 from autopersist._ops import ModuleState
 from autopersist._runtime import Runtime
@@ -74,7 +75,7 @@ STARTUP_PTH = "autopersist-startup.pth"
 CHILD_STARTUP_DIR = Path(__file__).resolve().parent.parent / "hooks" / "child-startup"
 
 #: Part of the cached bytecode's name: a new release never reads an old rewrite.
-CACHE_TAG = "autopersist010r3"
+CACHE_TAG = "autopersist010r4"
 
 
 def _cached_code(path: str, data: bytes) -> CodeType | None:
@@ -490,6 +491,20 @@ def _internal_error(path: str, exc: Exception) -> TransformError:
 _NO_MARK = id
 
 
+class _NeverUnseen:
+    """The marks' flags where nothing is tracked: every flag is down, so the
+    mark is never called. ``builtins.__autopersist_unseen__``, for the code of an
+    instrumented function rebuilt with other globals (see ``install``)."""
+
+    __slots__ = ()
+
+    def __getitem__(self, index: int) -> bool:
+        return False
+
+
+_NEVER_UNSEEN = _NeverUnseen()
+
+
 class _LateBinding:
     """``builtins.__autopersist__``: rewritten code executed without our loader
     (``runpy`` for ``python -m``, ``runpy.run_path`` for ``multiprocessing``'s
@@ -510,6 +525,7 @@ class _LateBinding:
             return
         # autopersist is off here: the module runs as plain Python.
         namespace["__autopersist__"] = _PlainModule()
+        namespace[UNSEEN_NAME] = [False] * len(rows)
         namespace[MARK_NAME] = _NO_MARK
 
 
@@ -642,6 +658,7 @@ def install(
     # libraries do) finds the mark here, in builtins, and runs untracked, as
     # plain Python would run it, instead of raising NameError.
     setattr(builtins, MARK_NAME, _NO_MARK)
+    setattr(builtins, UNSEEN_NAME, _NEVER_UNSEEN)
     runpy.run_path = _run_path
     _warn_already_imported(session)
     return HookHandle(finder)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from types import CellType, CodeType, FunctionType
 from typing import TYPE_CHECKING, Any
 
+from autopersist._names import MARK_NAME, UNSEEN_NAME
+
 if TYPE_CHECKING:
     from autopersist._runtime import Runtime, _Computing
 
@@ -94,9 +96,14 @@ class ModuleState:
         self._decorate = self._decorate_op
 
     def register(self, prefix: str, rows: tuple[tuple[Any, ...], ...]) -> None:
-        """Called by the first line the rewriter inserts: the module's entry table."""
+        """Called by the first line the rewriter inserts: the module's entry table.
+        Binds the marks' flags and function (``UNSEEN_NAME``, ``MARK_NAME``), before
+        any function of the module can run."""
         self.prefix = prefix
         self.rows = rows
+        unseen = [True] * len(rows)
+        self.namespace[UNSEEN_NAME] = unseen
+        self.namespace[MARK_NAME] = self.runtime.module_mark(prefix, unseen)
         self.runtime.register_module(self)
 
     def info(self, index: int) -> FunctionInfo:

@@ -2,10 +2,10 @@
 
 One ``Runtime`` per process. Each instrumented module gets a ``ModuleState``
 (``_ops``) bound as ``__autopersist__`` (``register`` and ``op`` are what the
-rewritten code calls) and ``__autopersist_mark__``, the ``add`` method of
-``Runtime.seen``: every tracked function adds its key to that set when it
-starts, so when an op call ends, the set holds exactly the project code that ran
-during it (per branch actually taken).
+rewritten code calls) and a mark (``module_mark``): every tracked function adds
+its key to ``Runtime.seen`` when it starts, unless its flag says it did so
+already since the current op call began, so when an op call ends, the set holds
+exactly the project code that ran during it (per branch actually taken).
 
 An op call (its wrapper calls ``Runtime.begin_call``, then the function, then
 ``finish_call`` or ``fail_call``):
@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import CellType, FunctionType, ModuleType, TracebackType
@@ -217,7 +217,12 @@ class Runtime:
         self.storage = storage
         self.run_id = run_id
         self.seen: set[str] = set()
-        self.mark = self.seen.add
+        #: ``(flags, index)`` of each mark since ``seen`` was last emptied: the
+        #: flags to raise again when it is (``_rearm_marks``).
+        self._marked: list[tuple[list[bool], int]] = []
+        #: Computed calls in progress on all threads (``_open_span``).
+        self._spans = 0
+        self._spans_lock = threading.Lock()
         #: Entries by key and by func_id, filled as they are asked for (see
         #: ``ModuleState``): ``function_at`` and ``function_by_id`` answer a miss.
         self.functions: dict[str, FunctionInfo] = {}
@@ -278,8 +283,52 @@ class Runtime:
         """The ``__autopersist__`` object for a module about to execute."""
         state = ModuleState(self, name, namespace, path)
         namespace["__autopersist__"] = state
-        namespace["__autopersist_mark__"] = self.mark
         return state
+
+    def module_mark(self, prefix: str, unseen: list[bool]) -> Callable[[int], None]:
+        """The mark of one module (``MARK_NAME``): entry ``index``'s code runs.
+
+        Its rewritten code calls it only while ``unseen[index]`` is true. The flag
+        is lowered here, and raised again (``_rearm_marks``) whenever ``seen`` is
+        emptied, so a flag that is down always means the key is in ``seen``. The
+        steps go in this order for threads: an op call that begins on another
+        thread empties ``seen`` and then raises every flag recorded in
+        ``_marked``; a mark recorded too late for that is lowered and added after
+        the emptying, so its key is in the new ``seen``.
+        """
+        record = self._marked.append
+        add = self.seen.add
+
+        def mark(index: int) -> None:
+            record((unseen, index))
+            unseen[index] = False
+            add(f"{prefix}:{index}")
+
+        return mark
+
+    def _open_span(self, stack: list[_Computing]) -> set[str]:
+        """A computed call begins on this thread (whose open calls are ``stack``):
+        returns the keys recorded so far, for the enclosing call. ``seen`` is
+        emptied for the new call only while no other thread is inside a computed
+        call: emptying it would drop keys that call recorded, and it would store
+        fewer dependencies than its code used. Otherwise the new call starts
+        with those keys too (it may then record more dependencies, never fewer).
+        """
+        seen = self.seen
+        with self._spans_lock:
+            outer = set(seen)
+            if self._spans == len(stack):  # the open calls are all this thread's
+                seen.clear()
+                self._rearm_marks()
+            self._spans += 1
+        return outer
+
+    def _rearm_marks(self) -> None:
+        """``seen`` was just emptied: every function must report again."""
+        marked = self._marked
+        while marked:
+            unseen, index = marked.pop()
+            unseen[index] = True
 
     def register_module(self, state: ModuleState) -> None:
         self.modules[state.name] = state
@@ -484,17 +533,15 @@ class Runtime:
                     "would be computed; run without --no-new-calls to compute it."
                 )
                 raise NoNewCallsError(msg)
-            seen = self.seen
             state = _Computing(
                 op,
                 bound,
                 input_hashes,
                 inputs_id,
                 entered,
-                set(seen),
+                self._open_span(local.stack),
                 self._own_mutable_globals(info),
             )
-            seen.clear()
             local.stack.append(state)
             state.t0 = time.perf_counter()
             return COMPUTE, state
@@ -559,11 +606,16 @@ class Runtime:
         during it are merged back into the enclosing call's. Returns the call's
         duration and those keys."""
         duration = time.perf_counter() - state.t0
-        if stack and stack[-1] is state:
-            stack.pop()
         seen = self.seen
-        ran = set(seen)
-        seen.update(state.outer)
+        with self._spans_lock:
+            # Read before the call stops counting as open: from then on another
+            # thread may empty ``seen`` (``_open_span``).
+            ran = set(seen)
+            seen.update(state.outer)
+            if stack and stack[-1] is state:
+                stack.pop()
+                # (Not counted when the call began before a fork: this is the child.)
+                self._spans -= 1
         if stack and state.extra:
             stack[-1].extra.update(state.extra)
         return duration, ran
@@ -649,6 +701,9 @@ class Runtime:
         self._threads = _PerThread()
         self.provenance = Provenance()
         self.seen.clear()
+        self._rearm_marks()
+        self._spans = 0  # the parent's other threads do not run here
+        self._spans_lock = threading.Lock()
 
     def _is_hot(self, op: OpState) -> bool:
         """Switch ``op`` to plain execution for the rest of the run when memoizing

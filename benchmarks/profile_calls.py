@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             run_argv = ["0", str(args.calls)]
             titles = ("NEW calls (first run)", "REUSED calls (second run)")
         else:
-            write(d, "work.py", WORK.format(skip=ANNOTATIONS["always"]))
+            write(d, "work.py", WORK.format(skip=ANNOTATIONS["always"], factor="SCALE"))
             write(d, "main.py", NESTED_MAIN)
             run_argv = [str(args.calls)]
             titles = ("NESTED new calls inside one op (first run)", "(second run)")

@@ -309,6 +309,8 @@ def _is_inserted(node: ast.AST) -> bool:
 
     if isinstance(node, ast.Expr):
         node = node.value
+    if isinstance(node, ast.BoolOp) and len(node.values) == 2:
+        node = node.values[1]  # the mark: "unseen[i] and mark(i)"
     if not isinstance(node, ast.Call):
         return False
     func = node.func

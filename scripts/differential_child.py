@@ -18,6 +18,7 @@ could not be replaced), hence no imports at module level but ``sys`` and ``marsh
 and the hand-written ``update_wrapper`` below.
 """
 
+import collections
 import marshal
 import sys
 
@@ -116,6 +117,7 @@ def _install(spec, runtime):
         import builtins
 
         builtins.__autopersist_mark__ = id
+        builtins.__autopersist_unseen__ = collections.defaultdict(bool)
 
     def bind(name, namespace, path):
         if mode == "plain":
@@ -126,6 +128,7 @@ def _install(spec, runtime):
         else:
             state = namespace["__autopersist__"] = StandIn(ops=mode == "ops")
             namespace["__autopersist_mark__"] = seen.add
+            namespace["__autopersist_unseen__"] = collections.defaultdict(lambda: True)
             loaded.append((name, lambda: state.registered))
 
     bind.loaded = loaded

@@ -18,6 +18,7 @@ The full corpus is ``python scripts/differential.py`` (see its docstring).
 
 from __future__ import annotations
 
+import collections
 import functools
 import importlib.util
 import inspect
@@ -90,6 +91,7 @@ class Loaded:
             self.code,
             __autopersist__=self.stand_in,
             __autopersist_mark__=self.seen.add,
+            __autopersist_unseen__=collections.defaultdict(lambda: True),
         )
 
     def _run(self, code: Any, **bindings: Any) -> dict[str, Any]:
@@ -145,7 +147,7 @@ def assert_static_equal(path: Path) -> None:
 
 
 def test_issue5_one_line_def_keeps_traceback_columns(tmp_path):
-    # The mark joins a one-line body ("def f(x): __autopersist_mark__(..); return ..")
+    # The mark joins a one-line body ("def f(x): <mark>; return ..")
     # and moved every caret of that line right by its width.
     loaded = Loaded(
         write(

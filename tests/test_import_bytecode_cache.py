@@ -97,6 +97,7 @@ def test_a_cache_replaced_while_loaded_modules_use_it(cached):
 
     namespace["__autopersist__"] = Plain()
     namespace["__autopersist_mark__"] = id
+    namespace["__autopersist_unseen__"] = [True] * 8
     assert code is not None
     exec(code, namespace)
     assert namespace["f"](1) == 2  # type: ignore[operator]

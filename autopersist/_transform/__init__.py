@@ -143,7 +143,6 @@ def rewrite_source(
         instrumented = instrument_module(
             found.module,
             {e.node: e for e in found.entries},
-            found.prefix,
             found.register_cst(),
         )
         return Rewritten(instrumented.code, tuple(found.entries), found.prefix)
@@ -175,12 +174,12 @@ def instrumented_code(
             found = _analysed(source, path, make_ops, tree)
             if found is None:  # libcst sees the register call the ast did not
                 return compile_rewritten(source, path)
-            prefix, entries = found.prefix, found.entries
+            entries = found.entries
             register = found.register_text()
         else:
-            prefix, entries = module_prefix(source, path), []
-            register = register_text(prefix, [], [], [])
-        code = compile_instrumented(tree, path, prefix, entries, register)
+            entries = []
+            register = register_text(module_prefix(source, path), [], [], [])
+        code = compile_instrumented(tree, path, entries, register)
         if code is not None:
             return code
         text = rewrite_source(source, path=path, make_ops=make_ops).text

@@ -2,8 +2,8 @@
 
 The rewriter inserts code in two ways. Usually as whole lines, each ending with
 ``INSERTED_COMMENT``; and, where a line of its own would change the meaning, into an
-existing line (``def f(): __autopersist_mark__(...); return 1``, or after a docstring
-that shares its line with code). Before compiling, the positions in the syntax tree
+existing line (``def f(): <mark>; return 1``, or after a docstring that shares its
+line with code). Before compiling, the positions in the syntax tree
 are mapped back to the original source:
 
 * inserted lines are taken out of the numbering, so every original line gets its
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from types import CodeType
 from typing import TYPE_CHECKING
 
-from autopersist._names import MARK_NAME, RUNTIME_NAME
+from autopersist._names import MARK_NAME, RUNTIME_NAME, UNSEEN_NAME
 from autopersist._transform._inserted import INSERTED_COMMENT, op_decorator_text
 
 if TYPE_CHECKING:
@@ -68,11 +68,38 @@ def _is_register(node: ast.AST) -> bool:
 
 
 def _is_mark(node: ast.AST) -> bool:
-    return (
+    """``__autopersist_unseen__[i] and __autopersist_mark__(i)`` (``_mark``)."""
+    if not (
         isinstance(node, ast.Expr)
-        and isinstance(node.value, ast.Call)
-        and isinstance(node.value.func, ast.Name)
-        and node.value.func.id == MARK_NAME
+        and isinstance(node.value, ast.BoolOp)
+        and isinstance(node.value.op, ast.And)
+        and len(node.value.values) == 2
+    ):
+        return False
+    flag, call = node.value.values
+    return (
+        isinstance(flag, ast.Subscript)
+        and isinstance(flag.value, ast.Name)
+        and flag.value.id == UNSEEN_NAME
+        and isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id == MARK_NAME
+    )
+
+
+def _mark(index: int) -> ast.Expr:
+    """The mark ``_instrument`` writes: ``__autopersist_unseen__[index] and
+    __autopersist_mark__(index)``."""
+    return ast.Expr(
+        ast.BoolOp(
+            ast.And(),
+            [
+                ast.Subscript(
+                    ast.Name(UNSEEN_NAME, ast.Load()), ast.Constant(index), ast.Load()
+                ),
+                ast.Call(ast.Name(MARK_NAME, ast.Load()), [ast.Constant(index)], []),
+            ],
+        )
     )
 
 
@@ -267,7 +294,6 @@ def rewritten_tree(text: str, filename: str) -> ast.Module:
 def compile_instrumented(
     tree: ast.Module,
     filename: str,
-    prefix: str,
     entries: Sequence[Entry],
     register: str,
 ) -> CodeType | None:
@@ -292,13 +318,7 @@ def compile_instrumented(
         at_def = (definition.lineno, definition.col_offset)
         body = definition.body
         at = 1 if _is_docstring(body[0]) else 0
-        mark = ast.Expr(
-            ast.Call(
-                ast.Name(MARK_NAME, ast.Load()),
-                [ast.Constant(f"{prefix}:{entry.index}")],
-                [],
-            )
-        )
+        mark = _mark(entry.index)
         _set_place(
             mark, (body[at].lineno, body[at].col_offset) if at < len(body) else at_def
         )

@@ -1,0 +1,205 @@
+"""A function reports that it ran once per op call, then only checks a flag
+(``__autopersist_unseen__[i] and __autopersist_mark__(i)``). These scripts call
+helpers many times from several ops, nested ops, plain code between op calls and
+threads; after a helper changes, every call that ran it must recompute, and only
+those: a flag left down where the op call's set lacks the key would make a stale
+call look valid."""
+
+from __future__ import annotations
+
+from tests.conftest import Project
+
+WORK = """
+# persist
+def helper(x):  # persist: skip
+    return x + 1
+
+
+def other(x):  # persist: skip
+    return x * 2
+
+
+def first(x):
+    total = 0
+    for _ in range(50):
+        total += helper(x)
+    return total
+
+
+def second(x):
+    return helper(x) + other(x)
+
+
+def inner(x):
+    return other(x) + 1
+
+
+def outer(x):
+    a = helper(x)
+    b = inner(x)
+    return a + b + helper(x)
+
+
+def only_other(x):
+    return other(x)
+"""
+
+MAIN = """
+import work
+
+helper_before = work.helper(0)  # plain code outside any op marks it first
+print([work.first(i) for i in range(20)])
+print([work.second(i) for i in range(20)])
+print([work.outer(i) for i in range(20)])
+print([work.only_other(i) for i in range(20)])
+"""
+
+
+def _run_like_plain(project: Project, main: str) -> dict[str, int]:
+    """Run ``main`` under autopersist: the same output as plain Python."""
+    plain = project.python(main)
+    assert plain.returncode == 0, plain.stderr
+    ran = project.run(main)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == plain.stdout
+    return ran.counts()
+
+
+def test_every_caller_of_a_changed_helper_recomputes_and_no_other(
+    project: Project,
+) -> None:
+    project.write("work.py", WORK)
+    project.write("main.py", MAIN)
+    # first, second, outer, only_other; inner
+    assert _run_like_plain(project, "main.py")["computed"] == 20 * 4 + 20
+    # Top-level calls only: a reused outer does not run inner.
+    assert _run_like_plain(project, "main.py")["reused"] == 20 * 4
+
+    # (Each edit changes the file's size: plain Python's own bytecode cache trusts
+    # a file whose size and modification second are unchanged.)
+    # helper changes: first, second and outer recompute, not inner nor only_other.
+    project.write("work.py", WORK.replace("return x + 1", "return x + 22"))
+    counts = _run_like_plain(project, "main.py")
+    assert (counts["computed"], counts["reused"]) == (20 * 3, 20 + 20)
+
+    # other changes: second, outer (through inner), inner and only_other recompute.
+    project.write(
+        "work.py",
+        WORK.replace("return x + 1", "return x + 22").replace(
+            "return x * 2", "return x * 33"
+        ),
+    )
+    counts = _run_like_plain(project, "main.py")
+    assert (counts["computed"], counts["reused"]) == (20 * 4, 20)
+
+
+THREADS = """
+# persist
+import sys
+import threading
+
+
+def helper(x):  # persist: skip
+    return x + 1
+
+
+def threaded(x):
+    a = helper(x)
+    for _ in range(300):  # time for other threads to begin and end calls
+        x = x + 0
+    return a + x
+
+
+def run_threads(count):  # persist: skip
+    out = [0] * 4
+
+    def work(k):
+        for i in range(count):
+            out[k] += threaded(k * 1000 + i)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return out
+
+
+sys.setswitchinterval(1e-6)  # threads take turns inside op calls
+print(run_threads(100))
+"""
+
+
+def test_calls_on_several_threads_keep_their_dependencies(project: Project) -> None:
+    # Threads share one record of what ran. Each call must still find there
+    # everything its own code ran (more is allowed: it may recompute more).
+    project.write("threads.py", THREADS)
+    assert _run_like_plain(project, "threads.py")["computed"] == 400
+    project.write("threads.py", THREADS.replace("return x + 1", "return x + 22"))
+    # A call stored without helper among its dependencies would be reused here.
+    assert _run_like_plain(project, "threads.py")["computed"] == 400
+
+
+RACE = """
+# persist
+import threading
+
+helper_ran = threading.Event()
+other_began = threading.Event()
+slow_ended = threading.Event()
+
+
+def helper(x):  # persist: skip
+    return x + 1
+
+
+def slow(x):
+    a = helper(x)
+    helper_ran.set()
+    other_began.wait(10)  # another thread begins a computed call meanwhile
+    return a
+
+
+def fast(x):
+    other_began.set()
+    slow_ended.wait(10)  # slow ends while this call runs
+    return x
+
+
+def main():  # persist: skip
+    out = {}
+
+    def run_slow():
+        out["slow"] = slow(1)
+        slow_ended.set()
+
+    thread = threading.Thread(target=run_slow)
+    thread.start()
+    helper_ran.wait(10)
+    out["fast"] = fast(2)
+    other_began.set()  # (fast is reused in the second run)
+    thread.join()
+    print(sorted(out.items()))
+
+
+main()
+"""
+
+
+def test_a_call_beginning_on_another_thread_keeps_the_running_calls_dependencies(
+    project: Project,
+) -> None:
+    # slow(1) has run helper when fast(2) begins on the main thread. Emptying the
+    # shared record of what ran for fast's sake dropped helper from slow's
+    # dependencies, so slow(1) was reused after helper changed.
+    project.write("race.py", RACE)
+    first = project.run("race.py")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "[('fast', 2), ('slow', 2)]\n"
+    assert first.counts()["computed"] == 2
+    project.write("race.py", RACE.replace("return x + 1", "return x + 11"))
+    second = project.run("race.py")
+    assert second.stdout == "[('fast', 2), ('slow', 12)]\n"
+    # fast began while slow was running on another thread, so it recorded what
+    # had run so far (helper) too: it may recompute more, never less (README).
+    assert second.counts()["computed"] == 2
