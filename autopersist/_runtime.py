@@ -220,8 +220,9 @@ class Runtime:
         #: ``(flags, index)`` of each mark since ``seen`` was last emptied: the
         #: flags to raise again when it is (``_rearm_marks``).
         self._marked: list[tuple[list[bool], int]] = []
-        #: Computed calls in progress on all threads (``_open_span``).
-        self._spans = 0
+        #: One item per computed call in progress on any thread (``_open_span``):
+        #: a list, whose ``append`` and ``pop`` are atomic, as counter.
+        self._open: list[None] = []
         self._spans_lock = threading.Lock()
         #: Entries by key and by func_id, filled as they are asked for (see
         #: ``ModuleState``): ``function_at`` and ``function_by_id`` answer a miss.
@@ -298,11 +299,15 @@ class Runtime:
         """
         record = self._marked.append
         add = self.seen.add
+        keys: list[str | None] = [None] * len(unseen)  # made on first use
 
         def mark(index: int) -> None:
             record((unseen, index))
             unseen[index] = False
-            add(f"{prefix}:{index}")
+            key = keys[index]
+            if key is None:
+                key = keys[index] = f"{prefix}:{index}"
+            add(key)
 
         return mark
 
@@ -315,12 +320,15 @@ class Runtime:
         with those keys too (it may then record more dependencies, never fewer).
         """
         seen = self.seen
+        # A lock against other threads' calls beginning between the check and
+        # the emptying (their keys would be dropped); ``_end_computing`` needs
+        # none: it reads ``seen`` before its call stops counting as open.
         with self._spans_lock:
             outer = set(seen)
-            if self._spans == len(stack):  # the open calls are all this thread's
+            if len(self._open) == len(stack):  # the open calls are all this thread's
                 seen.clear()
                 self._rearm_marks()
-            self._spans += 1
+            self._open.append(None)
         return outer
 
     def _rearm_marks(self) -> None:
@@ -607,15 +615,14 @@ class Runtime:
         duration and those keys."""
         duration = time.perf_counter() - state.t0
         seen = self.seen
-        with self._spans_lock:
-            # Read before the call stops counting as open: from then on another
-            # thread may empty ``seen`` (``_open_span``).
-            ran = set(seen)
-            seen.update(state.outer)
-            if stack and stack[-1] is state:
-                stack.pop()
-                # (Not counted when the call began before a fork: this is the child.)
-                self._spans -= 1
+        # Read before the call stops counting as open: from then on another
+        # thread may empty ``seen`` (``_open_span``).
+        ran = set(seen)
+        seen.update(state.outer)
+        if stack and stack[-1] is state:
+            stack.pop()
+            # (Not counted when the call began before a fork: this is the child.)
+            self._open.pop()
         if stack and state.extra:
             stack[-1].extra.update(state.extra)
         return duration, ran
@@ -702,7 +709,7 @@ class Runtime:
         self.provenance = Provenance()
         self.seen.clear()
         self._rearm_marks()
-        self._spans = 0  # the parent's other threads do not run here
+        self._open = []  # the parent's other threads do not run here
         self._spans_lock = threading.Lock()
 
     def _is_hot(self, op: OpState) -> bool:
