@@ -237,6 +237,7 @@ class Runtime:
         self._by_import_name: dict[str, ModuleState] = {}
         self.counters = Counters()
         self._threads = _PerThread()
+        self._share_spans_from(self._threads.state)
         self._immutable_hashes: dict[int, tuple[object, str]] = {}
         self._file_versions: dict[str, tuple[float, dict[str, str]]] = {}
         self._compatibility: Compatibility | None = None
@@ -311,25 +312,55 @@ class Runtime:
 
         return mark
 
-    def _open_span(self, stack: list[_Computing]) -> set[str]:
-        """A computed call begins on this thread (whose open calls are ``stack``):
-        returns the keys recorded so far, for the enclosing call. ``seen`` is
-        emptied for the new call only while no other thread is inside a computed
-        call: emptying it would drop keys that call recorded, and it would store
-        fewer dependencies than its code used. Otherwise the new call starts
-        with those keys too (it may then record more dependencies, never fewer).
+    def _open_span(self, local: _ThreadState) -> set[str]:
+        """A computed call begins on this thread: returns the keys recorded so
+        far, for the enclosing call. ``seen`` is emptied for the new call only
+        while no other thread is inside a computed call: emptying it would drop
+        keys that call recorded, and it would store fewer dependencies than its
+        code used. Otherwise the new call starts with those keys too (it may
+        then record more dependencies, never fewer).
+
+        Another thread's call must not begin between the check and the emptying:
+        a lock ensures it, once a second thread has begun calls. Until then the
+        thread that made the runtime goes without (the lock costs ~0.5 us in a
+        call's path); a second thread first ends that (``_share_spans``).
+        ``_end_computing`` needs no lock: it reads ``seen`` before its call
+        stops counting as open.
         """
-        seen = self.seen
-        # A lock against other threads' calls beginning between the check and
-        # the emptying (their keys would be dropped); ``_end_computing`` needs
-        # none: it reads ``seen`` before its call stops counting as open.
+        if local is self._sole:
+            self._sole_opening = True
+            if local is self._sole:  # still (read after announcing: Dekker's way)
+                outer = self._open_span_now(len(local.stack))
+                self._sole_opening = False
+                return outer
+            self._sole_opening = False
+        elif self._sole is not None:
+            self._share_spans()
         with self._spans_lock:
-            outer = set(seen)
-            if len(self._open) == len(stack):  # the open calls are all this thread's
-                seen.clear()
-                self._rearm_marks()
-            self._open.append(None)
+            return self._open_span_now(len(local.stack))
+
+    def _open_span_now(self, own: int) -> set[str]:
+        """``_open_span`` once no other thread can begin a call meanwhile; this
+        thread has ``own`` calls open."""
+        seen = self.seen
+        outer = set(seen)
+        if len(self._open) == own:  # the open calls are all this thread's
+            seen.clear()
+            self._rearm_marks()
+        self._open.append(None)
         return outer
+
+    def _share_spans_from(self, local: _ThreadState) -> None:
+        """Only the thread of ``local`` begins calls so far (``_open_span``)."""
+        self._sole: _ThreadState | None = local
+        self._sole_opening = False
+
+    def _share_spans(self) -> None:
+        """A second thread begins calls: from now on every thread takes the lock,
+        once the first one is out of a call's start it began without."""
+        self._sole = None
+        while self._sole_opening:
+            time.sleep(0)  # (the GIL goes to the other thread)
 
     def _rearm_marks(self) -> None:
         """``seen`` was just emptied: every function must report again."""
@@ -547,7 +578,7 @@ class Runtime:
                 input_hashes,
                 inputs_id,
                 entered,
-                self._open_span(local.stack),
+                self._open_span(local),
                 self._own_mutable_globals(info),
             )
             local.stack.append(state)
@@ -711,6 +742,7 @@ class Runtime:
         self._rearm_marks()
         self._open = []  # the parent's other threads do not run here
         self._spans_lock = threading.Lock()
+        self._share_spans_from(self._threads.state)
 
     def _is_hot(self, op: OpState) -> bool:
         """Switch ``op`` to plain execution for the rest of the run when memoizing
