@@ -20,13 +20,13 @@ MARKER_BYTES = b"# persist"
 RUNTIME_NAME = "__autopersist__"
 
 #: Bound in every instrumented module: the function each project function calls
-#: first with its index in the module's entry table (``_ops.ModuleState.mark``),
-#: only while that index's flag in ``UNSEEN_NAME`` is true.
+#: first with its key (``prefix:index``, its row in the module's entry table),
+#: only while that index's flag in ``UNSEEN_NAME`` is true (``Runtime.bind_marks``).
 MARK_NAME = "__autopersist_mark__"
 
 #: Bound in every instrumented module: a list of one flag per entry, true while the
 #: function has not reported that it ran since the current op call began. Every
-#: function starts with ``__autopersist_unseen__[i] and __autopersist_mark__(i)``:
+#: function starts with ``__autopersist_unseen__[i] and __autopersist_mark__(key)``:
 #: after its first report a call pays for one list read (~5 ns) instead of a call.
 UNSEEN_NAME = "__autopersist_unseen__"
 

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from types import CellType, CodeType, FunctionType
 from typing import TYPE_CHECKING, Any
 
-from autopersist._names import MARK_NAME, UNSEEN_NAME
-
 if TYPE_CHECKING:
     from autopersist._runtime import Runtime, _Computing
 
@@ -93,6 +91,8 @@ class ModuleState:
         self.source: bytes | None = None
         #: Rows of ops whose decorator was evaluated and not applied yet (``op``).
         self._pending: list[int | tuple[int, tuple[str, ...], bool]] = []
+        #: Whether the marks' flags stay raised (``Runtime.bind_marks``).
+        self.flags_fixed = False
         self._decorate = self._decorate_op
 
     def register(self, prefix: str, rows: tuple[tuple[Any, ...], ...]) -> None:
@@ -101,9 +101,7 @@ class ModuleState:
         any function of the module can run."""
         self.prefix = prefix
         self.rows = rows
-        unseen = [True] * len(rows)
-        self.namespace[UNSEEN_NAME] = unseen
-        self.namespace[MARK_NAME] = self.runtime.module_mark(prefix, unseen)
+        self.runtime.bind_marks(self)
         self.runtime.register_module(self)
 
     def info(self, index: int) -> FunctionInfo:

@@ -53,6 +53,7 @@ from autopersist._hashing import (
     is_immutable,
     set_function_resolver,
 )
+from autopersist._names import MARK_NAME, UNSEEN_NAME
 from autopersist._ops import (
     COMPUTE,
     PLAIN,
@@ -287,8 +288,32 @@ class Runtime:
         namespace["__autopersist__"] = state
         return state
 
-    def module_mark(self, prefix: str, unseen: list[bool]) -> Callable[[int], None]:
-        """The mark of one module (``MARK_NAME``): entry ``index``'s code runs.
+    def bind_marks(self, state: ModuleState) -> None:
+        """Bind the marks' flags and function (``UNSEEN_NAME``, ``MARK_NAME``) in
+        the namespace of ``state``, which is registering."""
+        namespace = state.namespace
+        earlier = self._by_namespace.get(id(namespace))
+        if (
+            earlier is not None
+            and earlier.namespace is namespace
+            and (earlier.prefix != state.prefix or earlier.flags_fixed)
+        ):
+            # The namespace runs another version of its module (a reload of
+            # edited code): the earlier version's functions would read this
+            # version's flags at their own indexes. Every flag stays raised and
+            # every call marks, as before flags existed.
+            old = namespace.get(UNSEEN_NAME)
+            size = max(len(state.rows), len(old) if isinstance(old, list) else 0)
+            state.flags_fixed = True
+            namespace[UNSEEN_NAME] = [True] * size
+            namespace[MARK_NAME] = self.seen.add
+            return
+        unseen = [True] * len(state.rows)
+        namespace[UNSEEN_NAME] = unseen
+        namespace[MARK_NAME] = self._module_mark(state.prefix, unseen)
+
+    def _module_mark(self, prefix: str, unseen: list[bool]) -> Callable[[str], None]:
+        """The mark of one module: the code of entry ``prefix:index`` runs.
 
         Its rewritten code calls it only while ``unseen[index]`` is true. The flag
         is lowered here, and raised again (``_rearm_marks``) whenever ``seen`` is
@@ -300,14 +325,21 @@ class Runtime:
         """
         record = self._marked.append
         add = self.seen.add
-        keys: list[str | None] = [None] * len(unseen)  # made on first use
+        head = prefix + ":"
+        start = len(head)
+        index_of: dict[str, int] = {}
 
-        def mark(index: int) -> None:
+        def mark(key: str) -> None:
+            index = index_of.get(key)
+            if index is None:
+                if not key.startswith(head):
+                    # Code of another module run with these globals: its flag
+                    # is not here (it is seen whenever its flag's place is up).
+                    add(key)
+                    return
+                index = index_of[key] = int(key[start:])
             record((unseen, index))
             unseen[index] = False
-            key = keys[index]
-            if key is None:
-                key = keys[index] = f"{prefix}:{index}"
             add(key)
 
         return mark

@@ -203,3 +203,66 @@ def test_a_call_beginning_on_another_thread_keeps_the_running_calls_dependencies
     # fast began while slow was running on another thread, so it recorded what
     # had run so far (helper) too: it may recompute more, never less (README).
     assert second.counts()["computed"] == 2
+
+
+RELOADED_V1 = """
+# persist
+def a(x):  # persist: skip
+    return x
+
+
+def b(x):  # persist: skip
+    return x
+
+
+def c(x):  # persist: skip
+    return x
+
+
+def helper(x):  # persist: skip
+    return x + 1
+
+
+def run(x):
+    return helper(x) * 2
+"""
+
+RELOADED_V2 = """
+# persist
+HOOK = None
+
+
+def run_hook(x):
+    return HOOK(x) + 100
+"""
+
+RELOAD_MAIN = """
+import importlib
+import pathlib
+
+import work
+
+print(work.run(1))
+old_helper = work.helper
+pathlib.Path("work.py").write_text(pathlib.Path("v2.txt").read_text())
+importlib.reload(work)
+work.HOOK = old_helper  # the first version's function, at index 3 of its table
+print(work.run_hook(5), work.run_hook(6))
+"""
+
+
+def test_functions_of_a_module_version_replaced_by_reload_still_report(
+    project: Project,
+) -> None:
+    # After a reload of edited code, the first version's functions read the
+    # second version's flags at their own indexes (here past its end).
+    for name, text in (("main.py", RELOAD_MAIN), ("v2.txt", RELOADED_V2)):
+        project.write(name, text)
+    project.write("work.py", RELOADED_V1)
+    plain = project.python("main.py")
+    assert plain.returncode == 0, plain.stderr
+    project.write("work.py", RELOADED_V1)
+    ran = project.run("main.py")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == plain.stdout == "4\n106 107\n"
+    assert ran.counts()["computed"] == 3

@@ -14,7 +14,7 @@ from autopersist.errors import TransformError
 
 HEX = re.compile(r"'[0-9a-f]{32}'")
 ONE_LINE_MARK = re.compile(
-    r"__autopersist_unseen__\[\d+\] and __autopersist_mark__\(\d+\); "
+    r"__autopersist_unseen__\[\d+\] and __autopersist_mark__\('[^']*'\); "
 )
 
 
@@ -61,7 +61,7 @@ CASES = [
         __autopersist__.register('P', (('f', 'function', 'V', -1, (), False, True, 2, 3, 'V'),))  # __autopersist__ inserted
         @__autopersist__.op(0)  # __autopersist__ inserted
         def f(x):
-            __autopersist_unseen__[0] and __autopersist_mark__(0)  # __autopersist__ inserted
+            __autopersist_unseen__[0] and __autopersist_mark__('P:0')  # __autopersist__ inserted
             return x + 1
         """,
         id="op",
@@ -82,7 +82,7 @@ CASES = [
         LIMIT = 3
         def procedure(x):
             '''Doc.'''
-            __autopersist_unseen__[0] and __autopersist_mark__(0)  # __autopersist__ inserted
+            __autopersist_unseen__[0] and __autopersist_mark__('P:0')  # __autopersist__ inserted
             print(x, LIMIT)
         """,
         id="procedure-docstring-future",
@@ -96,7 +96,7 @@ CASES = [
         __autopersist__.register('P', (('one', 'function', 'V', -1, (('lib', 'K'),), False, True, 2, 2, 'V'),))  # __autopersist__ inserted
         import lib
         @__autopersist__.op(0, ignore=('x',))  # __autopersist__ inserted
-        def one(x): __autopersist_unseen__[0] and __autopersist_mark__(0); return lib.K * x  # persist: ignore=x
+        def one(x): __autopersist_unseen__[0] and __autopersist_mark__('P:0'); return lib.K * x  # persist: ignore=x
         """,
         id="one-liner-directive-attribute-global",
     ),
@@ -114,7 +114,7 @@ CASES = [
         N = 0
         class C:
             def m(self):
-                __autopersist_unseen__[1] and __autopersist_mark__(1)  # __autopersist__ inserted
+                __autopersist_unseen__[1] and __autopersist_mark__('P:1')  # __autopersist__ inserted
                 global N
                 N += 1
                 return N
@@ -142,19 +142,19 @@ CASES = [
         @functools.cache
         @__autopersist__.op(0)  # __autopersist__ inserted
         def g(n):
-            __autopersist_unseen__[0] and __autopersist_mark__(0)  # __autopersist__ inserted
+            __autopersist_unseen__[0] and __autopersist_mark__('P:0')  # __autopersist__ inserted
             return n
         def gen():
-            __autopersist_unseen__[1] and __autopersist_mark__(1)  # __autopersist__ inserted
+            __autopersist_unseen__[1] and __autopersist_mark__('P:1')  # __autopersist__ inserted
             yield 1
         async def a():
-            __autopersist_unseen__[2] and __autopersist_mark__(2)  # __autopersist__ inserted
+            __autopersist_unseen__[2] and __autopersist_mark__('P:2')  # __autopersist__ inserted
             return 1
         def main():
-            __autopersist_unseen__[3] and __autopersist_mark__(3)  # __autopersist__ inserted
+            __autopersist_unseen__[3] and __autopersist_mark__('P:3')  # __autopersist__ inserted
             return 0
         def s(x):  # persist: skip
-            __autopersist_unseen__[4] and __autopersist_mark__(4)  # __autopersist__ inserted
+            __autopersist_unseen__[4] and __autopersist_mark__('P:4')  # __autopersist__ inserted
             return x
         """,
         id="not-ops",
@@ -170,7 +170,7 @@ def test_rewrite_golden(before, after):
 def test_unmarked_module_is_tracked_but_has_no_ops():
     result = rewrite("def f(x):\n    return x\n", make_ops=False)
     assert "__autopersist__.op(" not in result
-    assert "__autopersist_unseen__[0] and __autopersist_mark__(0)" in result
+    assert "__autopersist_unseen__[0] and __autopersist_mark__('P:0')" in result
 
 
 def test_rewrite_keeps_line_numbers_in_tracebacks():
@@ -192,7 +192,7 @@ def test_rewrite_keeps_line_numbers_in_tracebacks():
     code = compile_rewritten(rewrite_source(source, path="m.py").text, "m.py")
     namespace = {
         "__autopersist__": _NoRuntime(),
-        "__autopersist_mark__": lambda index: None,
+        "__autopersist_mark__": lambda key: None,
         "__autopersist_unseen__": [True, True],
         "__name__": "m",
     }

@@ -143,6 +143,7 @@ def rewrite_source(
         instrumented = instrument_module(
             found.module,
             {e.node: e for e in found.entries},
+            found.prefix,
             found.register_cst(),
         )
         return Rewritten(instrumented.code, tuple(found.entries), found.prefix)
@@ -174,12 +175,12 @@ def instrumented_code(
             found = _analysed(source, path, make_ops, tree)
             if found is None:  # libcst sees the register call the ast did not
                 return compile_rewritten(source, path)
-            entries = found.entries
+            prefix, entries = found.prefix, found.entries
             register = found.register_text()
         else:
-            entries = []
-            register = register_text(module_prefix(source, path), [], [], [])
-        code = compile_instrumented(tree, path, entries, register)
+            prefix, entries = module_prefix(source, path), []
+            register = register_text(prefix, [], [], [])
+        code = compile_instrumented(tree, path, prefix, entries, register)
         if code is not None:
             return code
         text = rewrite_source(source, path=path, make_ops=make_ops).text

@@ -68,7 +68,7 @@ def _is_register(node: ast.AST) -> bool:
 
 
 def _is_mark(node: ast.AST) -> bool:
-    """``__autopersist_unseen__[i] and __autopersist_mark__(i)`` (``_mark``)."""
+    """``__autopersist_unseen__[i] and __autopersist_mark__("prefix:i")``."""
     if not (
         isinstance(node, ast.Expr)
         and isinstance(node.value, ast.BoolOp)
@@ -87,9 +87,9 @@ def _is_mark(node: ast.AST) -> bool:
     )
 
 
-def _mark(index: int) -> ast.Expr:
+def _mark(prefix: str, index: int) -> ast.Expr:
     """The mark ``_instrument`` writes: ``__autopersist_unseen__[index] and
-    __autopersist_mark__(index)``."""
+    __autopersist_mark__("prefix:index")``."""
     return ast.Expr(
         ast.BoolOp(
             ast.And(),
@@ -97,7 +97,11 @@ def _mark(index: int) -> ast.Expr:
                 ast.Subscript(
                     ast.Name(UNSEEN_NAME, ast.Load()), ast.Constant(index), ast.Load()
                 ),
-                ast.Call(ast.Name(MARK_NAME, ast.Load()), [ast.Constant(index)], []),
+                ast.Call(
+                    ast.Name(MARK_NAME, ast.Load()),
+                    [ast.Constant(f"{prefix}:{index}")],
+                    [],
+                ),
             ],
         )
     )
@@ -294,6 +298,7 @@ def rewritten_tree(text: str, filename: str) -> ast.Module:
 def compile_instrumented(
     tree: ast.Module,
     filename: str,
+    prefix: str,
     entries: Sequence[Entry],
     register: str,
 ) -> CodeType | None:
@@ -318,7 +323,7 @@ def compile_instrumented(
         at_def = (definition.lineno, definition.col_offset)
         body = definition.body
         at = 1 if _is_docstring(body[0]) else 0
-        mark = _mark(entry.index)
+        mark = _mark(prefix, entry.index)
         _set_place(
             mark, (body[at].lineno, body[at].col_offset) if at < len(body) else at_def
         )

@@ -17,8 +17,8 @@ The inserted code:
 * at the top of the module, after the docstring and ``__future__`` imports, one
   ``__autopersist__.register(prefix, table)`` call carrying the facts of every entry;
 * as the first statement of every tracked function and method (after its docstring),
-  ``__autopersist_unseen__[index] and __autopersist_mark__(index)``: the mark, which
-  tells the runtime this code ran during the current op call. The flag is false
+  ``__autopersist_unseen__[index] and __autopersist_mark__("prefix:index")``: the
+  mark, which tells the runtime this code ran during the current op call. The flag is false
   once the function has reported since the op call began, so a function called
   in a loop pays for one list read (about 5 ns) instead of a call (about 14 ns);
   an expression, not an ``if``, so that it can join a line after a ``;``;
@@ -75,16 +75,19 @@ def _docstring_line(statement: cst.CSTNode | None) -> cst.SimpleStatementLine | 
     return None
 
 
-def _mark(index: int) -> cst.Expr:
-    """``__autopersist_unseen__[index] and __autopersist_mark__(index)``."""
-    number = cst.Integer(str(index))
+def _mark(prefix: str, index: int) -> cst.Expr:
+    """``__autopersist_unseen__[index] and __autopersist_mark__("prefix:index")``."""
     return cst.Expr(
         cst.BooleanOperation(
             left=cst.Subscript(
-                cst.Name(UNSEEN_NAME), [cst.SubscriptElement(cst.Index(number))]
+                cst.Name(UNSEEN_NAME),
+                [cst.SubscriptElement(cst.Index(cst.Integer(str(index))))],
             ),
             operator=cst.And(),
-            right=cst.Call(func=cst.Name(MARK_NAME), args=[cst.Arg(number)]),
+            right=cst.Call(
+                func=cst.Name(MARK_NAME),
+                args=[cst.Arg(cst.SimpleString(repr(f"{prefix}:{index}")))],
+            ),
         )
     )
 
@@ -97,34 +100,38 @@ def _op_decorator(entry: Entry) -> cst.Decorator:
 def instrument_module(
     module: cst.Module,
     entries: dict[cst.CSTNode, Entry],
+    prefix: str,
     register: cst.Expr,
 ) -> cst.Module:
     """Inserts the register call, the mark prologues and the op decorators.
 
-    ``entries`` maps the module's own ``FunctionDef`` nodes to their entries. Only
+    ``entries`` maps the module's own ``FunctionDef`` nodes to their entries;
+    ``prefix`` makes the runtime keys of this module unique within a process. Only
     the statements on the way to an entry are rebuilt; everything else is shared
     with ``module``.
     """
-    rebuilt = _rebuild(module, entries)
+    rebuilt = _rebuild(module, entries, prefix)
     assert isinstance(rebuilt, cst.Module)
     return _with_register(rebuilt, register)
 
 
-def _rebuild(node: cst.CSTNode, entries: dict[cst.CSTNode, Entry]) -> cst.CSTNode:
+def _rebuild(
+    node: cst.CSTNode, entries: dict[cst.CSTNode, Entry], prefix: str
+) -> cst.CSTNode:
     """``node`` with its entry functions instrumented. Entries are statements
     outside functions: only statements, suites and clauses are looked into."""
     if isinstance(node, cst.FunctionDef):
         entry = entries.get(node)
-        return node if entry is None else _instrument_function(node, entry)
+        return node if entry is None else _instrument_function(node, entry, prefix)
     changes: dict[str, object] = {}
     for name in _statement_fields(type(node)):
         value = getattr(node, name)
         if isinstance(value, cst.CSTNode):
-            new = _rebuild(value, entries)
+            new = _rebuild(value, entries, prefix)
             if new is not value:
                 changes[name] = new
         elif isinstance(value, (tuple, list)):
-            items = [_rebuild(item, entries) for item in value]
+            items = [_rebuild(item, entries, prefix) for item in value]
             if any(new is not old for new, old in zip(items, value, strict=True)):
                 changes[name] = items
     return node.with_changes(**changes) if changes else node
@@ -151,8 +158,10 @@ def _statement_fields(cls: type[cst.CSTNode]) -> tuple[str, ...]:
     return names
 
 
-def _instrument_function(node: cst.FunctionDef, entry: Entry) -> cst.FunctionDef:
-    mark = _mark(entry.index)
+def _instrument_function(
+    node: cst.FunctionDef, entry: Entry, prefix: str
+) -> cst.FunctionDef:
+    mark = _mark(prefix, entry.index)
     body = node.body
     if isinstance(body, cst.IndentedBlock):
         statements = list(body.body)
