@@ -75,7 +75,7 @@ STARTUP_PTH = "autopersist-startup.pth"
 CHILD_STARTUP_DIR = Path(__file__).resolve().parent.parent / "hooks" / "child-startup"
 
 #: Part of the cached bytecode's name: a new release never reads an old rewrite.
-CACHE_TAG = "autopersist010r4"
+CACHE_TAG = "autopersist010r5"
 
 
 def _cached_code(path: str, data: bytes) -> CodeType | None:
