@@ -258,6 +258,25 @@ def test_installed_startup_pth_memoizes_python_main(project, installed_python):
     assert probe.stdout == "False\n", probe.stderr
 
 
+def test_installed_startup_pth_imports_nothing_when_off(project, installed_python):
+    # site.py runs the .pth in every Python process of the environment: without
+    # AUTOPERSIST it must not import anything the interpreter would not (importing
+    # importlib.util pulls in contextlib, collections, functools...: ~3 ms per
+    # process start, and modules already imported that a program expects not to be).
+    env = project.env()
+    env.pop("PYTHONPATH")
+    env.pop("AUTOPERSIST", None)
+    probe = (
+        "import sys; print(sorted(m for m in ('importlib.util', 'contextlib', "
+        "'collections', 'autopersist') if m in sys.modules))"
+    )
+    result = project._run([str(installed_python), "-c", probe], env, 60)
+    assert result.stdout == "[]\n", result.stderr
+    env["AUTOPERSIST"] = "1"
+    result = project._run([str(installed_python), "-c", probe], env, 60)
+    assert "'autopersist'" in result.stdout, result.stderr
+
+
 def test_disable_turns_the_startup_hook_off(project):
     project.write("lib.py", LIB)
     project.write("main.py", MARKED_MAIN)
