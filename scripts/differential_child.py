@@ -18,7 +18,6 @@ could not be replaced), hence no imports at module level but ``sys`` and ``marsh
 and the hand-written ``update_wrapper`` below.
 """
 
-import collections
 import marshal
 import sys
 
@@ -106,6 +105,20 @@ def _make_runtime(spec):
     return runtime, storage
 
 
+class _Flags:
+    """What instrumented code reads as ``__autopersist_unseen__[i]``: ``value`` at
+    every index (a class of its own: importing collections here would keep the
+    harness from testing it, see the module docstring)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __getitem__(self, index):
+        return self.value
+
+
 def _install(spec, runtime):
     modules = spec["modules"]
     mode = spec["mode"]
@@ -117,7 +130,7 @@ def _install(spec, runtime):
         import builtins
 
         builtins.__autopersist_mark__ = id
-        builtins.__autopersist_unseen__ = collections.defaultdict(bool)
+        builtins.__autopersist_unseen__ = _Flags(False)
 
     def bind(name, namespace, path):
         if mode == "plain":
@@ -128,7 +141,7 @@ def _install(spec, runtime):
         else:
             state = namespace["__autopersist__"] = StandIn(ops=mode == "ops")
             namespace["__autopersist_mark__"] = seen.add
-            namespace["__autopersist_unseen__"] = collections.defaultdict(lambda: True)
+            namespace["__autopersist_unseen__"] = _Flags(True)
             loaded.append((name, lambda: state.registered))
 
     bind.loaded = loaded
