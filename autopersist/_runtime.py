@@ -316,18 +316,22 @@ class Runtime:
         """The mark of one module: the code of entry ``prefix:index`` runs.
 
         Its rewritten code calls it only while ``unseen[index]`` is true. The flag
-        is lowered here, and raised again (``_rearm_marks``) whenever ``seen`` is
-        emptied, so a flag that is down always means the key is in ``seen``. The
-        steps go in this order for threads: an op call that begins on another
-        thread empties ``seen`` and then raises every flag recorded in
-        ``_marked``; a mark recorded too late for that is lowered and added after
-        the emptying, so its key is in the new ``seen``.
+        is lowered here, recorded in ``_marked`` and its key added to ``seen``;
+        whenever ``seen`` is emptied (``_open_span_now``) every recorded flag is
+        raised again, so a flag that is down always means the key is in ``seen``.
+        Those three steps and the emptying exclude each other the way the start
+        of a computed call does (``_open_span``): the thread that alone begins
+        calls takes no lock, any other thread ends that and locks. Without it, an
+        emptying between the record and the lowering left a flag down with no
+        record: that function never reported again in the process, and the op
+        calls that ran it later lacked it as a dependency.
         """
         record = self._marked.append
         add = self.seen.add
         head = prefix + ":"
         start = len(head)
         index_of: dict[str, int] = {}
+        get_ident = threading.get_ident
 
         def mark(key: str) -> None:
             index = index_of.get(key)
@@ -338,9 +342,21 @@ class Runtime:
                     add(key)
                     return
                 index = index_of[key] = int(key[start:])
-            record((unseen, index))
-            unseen[index] = False
-            add(key)
+            if self._sole_ident == get_ident():
+                self._sole_opening = True
+                if self._sole_ident == get_ident():  # still (see _open_span)
+                    unseen[index] = False
+                    record((unseen, index))
+                    add(key)
+                    self._sole_opening = False
+                    return
+                self._sole_opening = False
+            elif self._sole is not None:
+                self._share_spans()
+            with self._spans_lock:
+                unseen[index] = False
+                record((unseen, index))
+                add(key)
 
         return mark
 
@@ -383,14 +399,18 @@ class Runtime:
         return outer
 
     def _share_spans_from(self, local: _ThreadState) -> None:
-        """Only the thread of ``local`` begins calls so far (``_open_span``)."""
+        """Only the thread of ``local``, the current thread, begins calls and
+        marks so far (``_open_span``, ``_module_mark``)."""
         self._sole: _ThreadState | None = local
+        self._sole_ident: int | None = threading.get_ident()
         self._sole_opening = False
 
     def _share_spans(self) -> None:
-        """A second thread begins calls: from now on every thread takes the lock,
-        once the first one is out of a call's start it began without."""
+        """Another thread begins a call or marks: from now on every thread takes
+        the lock, once the first one is out of a call's start or a mark it began
+        without."""
         self._sole = None
+        self._sole_ident = None
         while self._sole_opening:
             time.sleep(0)  # (the GIL goes to the other thread)
 

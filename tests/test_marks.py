@@ -7,7 +7,17 @@ call look valid."""
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
+import pytest
+
+from autopersist._config import load_config
+from autopersist._names import MARK_NAME, UNSEEN_NAME
+from autopersist._runtime import Runtime
+from autopersist._storage import Storage
 from tests.conftest import Project
+from tests.test_import_cache import ROWS, SOURCE
 
 WORK = """
 # persist
@@ -266,3 +276,68 @@ def test_functions_of_a_module_version_replaced_by_reload_still_report(
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == plain.stdout == "4\n106 107\n"
     assert ran.counts()["computed"] == 3
+
+
+# -- a mark and the start of an op call on another thread ------------------------------
+
+
+class _EmptiedDuringRecord(list):  # type: ignore[type-arg]
+    """``Runtime._marked`` whose first ``append`` (a mark recording its flag) lets
+    another thread begin a computed call, which empties ``seen`` and raises the
+    recorded flags, before the mark goes on, if nothing keeps it out."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.emptied = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def append(self, item: object) -> None:
+        super().append(item)
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._begin_a_call)
+            self.thread.start()
+            self.emptied.wait(0.5)  # the fixed mark keeps it waiting: times out
+
+    def _begin_a_call(self) -> None:
+        runtime = self.runtime
+        runtime._open_span(runtime._threads.state)
+        runtime._open.pop()  # (the call ends at once)
+        self.emptied.set()
+
+
+@pytest.mark.parametrize("marking", ["the thread that made the runtime", "another"])
+def test_a_call_beginning_during_a_mark_leaves_no_flag_down_unrecorded(
+    tmp_path: Path, marking: str
+) -> None:
+    # A flag down with no record is never raised again: the function would not
+    # report in any later op call of the process, which would lack it as a
+    # dependency (and be reused after it changed).
+    store = tmp_path / "store"
+    runtime = Runtime(load_config(store), Storage(store), "r1")
+    try:
+        hooked = runtime._marked = _EmptiedDuringRecord(runtime)
+        source = tmp_path / "mod.py"
+        source.write_text(SOURCE, encoding="utf-8")
+        state = runtime.new_module("mod", {"__name__": "mod"}, str(source))
+        state.register("P", ROWS)
+        mark, unseen = state.namespace[MARK_NAME], state.namespace[UNSEEN_NAME]
+        if marking == "another":
+            thread = threading.Thread(target=mark, args=("P:1",))
+            thread.start()
+            thread.join()
+        else:
+            mark("P:1")
+        assert hooked.thread is not None
+        hooked.thread.join()
+        assert hooked.emptied.is_set()
+        recorded = {index for flags, index in runtime._marked if flags is unseen}
+        for index, up in enumerate(unseen):
+            if not up:
+                assert index in recorded and f"P:{index}" in runtime.seen
+        # The next op call starts with every function reporting again.
+        runtime._open_span(runtime._threads.state)
+        runtime._open.pop()
+        assert all(unseen)
+    finally:
+        runtime.storage.close()
