@@ -190,6 +190,43 @@ class _PerThread(threading.local):
         self.state = _ThreadState()
 
 
+class _SoleThreadGate:
+    """Keeps the emptying of ``Runtime.seen`` (when a computed call begins) apart
+    from another thread's start of a call or mark.
+
+    Until a second thread begins a call or marks, the thread that made the
+    runtime (``local``, ``ident``) does both without the lock: it announces
+    itself (``busy``), then checks that it is still alone; the other thread first
+    ends that (``share``): it clears ``local`` and ``ident``, then waits until
+    ``busy`` is down (Dekker's way: under the GIL one of the two sees the other's
+    write). From then on every thread takes ``lock``.
+    """
+
+    __slots__ = ("busy", "ident", "local", "lock")
+
+    def __init__(self, local: _ThreadState | None = None) -> None:
+        self.reset(local)
+
+    def reset(self, local: _ThreadState | None) -> None:
+        """The current thread is alone again (a new runtime, or a forked child,
+        whose lock the parent's other threads may have held at the fork)."""
+        self.local = local
+        self.ident: int | None = threading.get_ident()
+        self.busy = False
+        self.lock = threading.Lock()
+
+    def share(self) -> None:
+        self.local = None
+        self.ident = None
+        while self.busy:
+            time.sleep(0)  # (the GIL goes to the other thread)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Marks hold their gate, and a function of a ``__main__`` script is pickled
+        # by value (cloudpickle) with its marks: a copy there guards copied flags.
+        return (_SoleThreadGate, ())
+
+
 @dataclass
 class Counters:
     calls: int = 0
@@ -224,7 +261,6 @@ class Runtime:
         #: One item per computed call in progress on any thread (``_open_span``):
         #: a list, whose ``append`` and ``pop`` are atomic, as counter.
         self._open: list[None] = []
-        self._spans_lock = threading.Lock()
         #: Entries by key and by func_id, filled as they are asked for (see
         #: ``ModuleState``): ``function_at`` and ``function_by_id`` answer a miss.
         self.functions: dict[str, FunctionInfo] = {}
@@ -238,7 +274,7 @@ class Runtime:
         self._by_import_name: dict[str, ModuleState] = {}
         self.counters = Counters()
         self._threads = _PerThread()
-        self._share_spans_from(self._threads.state)
+        self._gate = _SoleThreadGate(self._threads.state)
         self._immutable_hashes: dict[int, tuple[object, str]] = {}
         self._file_versions: dict[str, tuple[float, dict[str, str]]] = {}
         self._compatibility: Compatibility | None = None
@@ -319,9 +355,8 @@ class Runtime:
         is lowered here, recorded in ``_marked`` and its key added to ``seen``;
         whenever ``seen`` is emptied (``_open_span_now``) every recorded flag is
         raised again, so a flag that is down always means the key is in ``seen``.
-        Those three steps and the emptying exclude each other the way the start
-        of a computed call does (``_open_span``): the thread that alone begins
-        calls takes no lock, any other thread ends that and locks. Without it, an
+        Those three steps and the emptying exclude each other (``_SoleThreadGate``),
+        as the start of a computed call does (``_open_span``). Without it, an
         emptying between the record and the lowering left a flag down with no
         record: that function never reported again in the process, and the op
         calls that ran it later lacked it as a dependency.
@@ -331,6 +366,7 @@ class Runtime:
         head = prefix + ":"
         start = len(head)
         index_of: dict[str, int] = {}
+        gate = self._gate
         get_ident = threading.get_ident
 
         def mark(key: str) -> None:
@@ -342,18 +378,18 @@ class Runtime:
                     add(key)
                     return
                 index = index_of[key] = int(key[start:])
-            if self._sole_ident == get_ident():
-                self._sole_opening = True
-                if self._sole_ident == get_ident():  # still (see _open_span)
+            if gate.ident == get_ident():
+                gate.busy = True
+                if gate.ident == get_ident():  # still alone
                     unseen[index] = False
                     record((unseen, index))
                     add(key)
-                    self._sole_opening = False
+                    gate.busy = False
                     return
-                self._sole_opening = False
-            elif self._sole is not None:
-                self._share_spans()
-            with self._spans_lock:
+                gate.busy = False
+            elif gate.local is not None:
+                gate.share()
+            with gate.lock:
                 unseen[index] = False
                 record((unseen, index))
                 add(key)
@@ -368,23 +404,24 @@ class Runtime:
         code used. Otherwise the new call starts with those keys too (it may
         then record more dependencies, never fewer).
 
-        Another thread's call must not begin between the check and the emptying:
-        a lock ensures it, once a second thread has begun calls. Until then the
-        thread that made the runtime goes without (the lock costs ~0.5 us in a
-        call's path); a second thread first ends that (``_share_spans``).
+        Another thread's call or mark must not come between the check and the
+        emptying: a lock ensures it, once a second thread has begun calls or
+        marked. Until then the thread that made the runtime goes without (the
+        lock costs ~0.5 us in a call's path; ``_SoleThreadGate``).
         ``_end_computing`` needs no lock: it reads ``seen`` before its call
         stops counting as open.
         """
-        if local is self._sole:
-            self._sole_opening = True
-            if local is self._sole:  # still (read after announcing: Dekker's way)
+        gate = self._gate
+        if local is gate.local:
+            gate.busy = True
+            if local is gate.local:  # still alone
                 outer = self._open_span_now(len(local.stack))
-                self._sole_opening = False
+                gate.busy = False
                 return outer
-            self._sole_opening = False
-        elif self._sole is not None:
-            self._share_spans()
-        with self._spans_lock:
+            gate.busy = False
+        elif gate.local is not None:
+            gate.share()
+        with gate.lock:
             return self._open_span_now(len(local.stack))
 
     def _open_span_now(self, own: int) -> set[str]:
@@ -397,22 +434,6 @@ class Runtime:
             self._rearm_marks()
         self._open.append(None)
         return outer
-
-    def _share_spans_from(self, local: _ThreadState) -> None:
-        """Only the thread of ``local``, the current thread, begins calls and
-        marks so far (``_open_span``, ``_module_mark``)."""
-        self._sole: _ThreadState | None = local
-        self._sole_ident: int | None = threading.get_ident()
-        self._sole_opening = False
-
-    def _share_spans(self) -> None:
-        """Another thread begins a call or marks: from now on every thread takes
-        the lock, once the first one is out of a call's start or a mark it began
-        without."""
-        self._sole = None
-        self._sole_ident = None
-        while self._sole_opening:
-            time.sleep(0)  # (the GIL goes to the other thread)
 
     def _rearm_marks(self) -> None:
         """``seen`` was just emptied: every function must report again."""
@@ -793,8 +814,8 @@ class Runtime:
         self.seen.clear()
         self._rearm_marks()
         self._open = []  # the parent's other threads do not run here
-        self._spans_lock = threading.Lock()
-        self._share_spans_from(self._threads.state)
+        # Reset in place: the marks hold this gate.
+        self._gate.reset(self._threads.state)
 
     def _is_hot(self, op: OpState) -> bool:
         """Switch ``op`` to plain execution for the rest of the run when memoizing
