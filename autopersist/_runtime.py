@@ -378,9 +378,10 @@ class Runtime:
                     add(key)
                     return
                 index = index_of[key] = int(key[start:])
-            if gate.ident == get_ident():
+            ident = get_ident()
+            if gate.ident == ident:
                 gate.busy = True
-                if gate.ident == get_ident():  # still alone
+                if gate.ident == ident:  # still alone
                     unseen[index] = False
                     record((unseen, index))
                     add(key)
