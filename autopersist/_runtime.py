@@ -381,13 +381,16 @@ class Runtime:
             ident = get_ident()
             if gate.ident == ident:
                 gate.busy = True
-                if gate.ident == ident:  # still alone
-                    unseen[index] = False
-                    record((unseen, index))
-                    add(key)
+                try:
+                    if gate.ident == ident:  # still alone
+                        unseen[index] = False
+                        record((unseen, index))
+                        add(key)
+                        return
+                finally:
+                    # (also on KeyboardInterrupt: a flag left up would hang
+                    # the next thread to begin a call, in ``share``)
                     gate.busy = False
-                    return
-                gate.busy = False
             elif gate.local is not None:
                 gate.share()
             with gate.lock:
@@ -415,11 +418,11 @@ class Runtime:
         gate = self._gate
         if local is gate.local:
             gate.busy = True
-            if local is gate.local:  # still alone
-                outer = self._open_span_now(len(local.stack))
-                gate.busy = False
-                return outer
-            gate.busy = False
+            try:
+                if local is gate.local:  # still alone
+                    return self._open_span_now(len(local.stack))
+            finally:
+                gate.busy = False  # (see _module_mark)
         elif gate.local is not None:
             gate.share()
         with gate.lock:

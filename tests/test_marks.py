@@ -341,3 +341,34 @@ def test_a_call_beginning_during_a_mark_leaves_no_flag_down_unrecorded(
         assert all(unseen)
     finally:
         runtime.storage.close()
+
+
+def test_an_interrupt_in_the_start_of_a_call_leaves_other_threads_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C delivered while the main thread begins a call without the lock must
+    # not leave it announced as busy: the next thread to begin a call waits for
+    # that announcement to end, and would wait forever.
+    store = tmp_path / "store"
+    runtime = Runtime(load_config(store), Storage(store), "r1")
+    try:
+        begin = runtime._open_span_now
+
+        def interrupted(own: int) -> set[str]:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(runtime, "_open_span_now", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            runtime._open_span(runtime._threads.state)
+        monkeypatch.setattr(runtime, "_open_span_now", begin)
+        began = threading.Event()
+
+        def other_thread() -> None:
+            runtime._open_span(runtime._threads.state)
+            runtime._open.pop()
+            began.set()
+
+        threading.Thread(target=other_thread, daemon=True).start()
+        assert began.wait(10)
+    finally:
+        runtime.storage.close()
