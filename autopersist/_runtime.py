@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import CellType, FunctionType, ModuleType, TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from autopersist._call_index import SMALL_OUTPUT
 from autopersist._codec import dumps, loads
@@ -192,31 +192,47 @@ class _PerThread(threading.local):
 
 class _SoleThreadGate:
     """Keeps the emptying of ``Runtime.seen`` (when a computed call begins) apart
-    from another thread's start of a call or mark.
+    from another thread's start of a call or mark: each is a ``step`` run by
+    ``run``.
 
-    Until a second thread begins a call or marks, the thread that made the
-    runtime (``local``, ``ident``) does both without the lock: it announces
-    itself (``busy``), then checks that it is still alone; the other thread first
-    ends that (``share``): it clears ``local`` and ``ident``, then waits until
-    ``busy`` is down (Dekker's way: under the GIL one of the two sees the other's
-    write). From then on every thread takes ``lock``.
+    Until a second thread runs a step, the thread that made the runtime
+    (``ident``) runs them without the lock: it announces itself (``busy``), then
+    checks that it is still alone; the other thread first ends that (``share``):
+    it clears ``ident``, then waits until ``busy`` is down (Dekker's way: under
+    the GIL one of the two sees the other's write). From then on every thread
+    takes ``lock``.
     """
 
-    __slots__ = ("busy", "ident", "local", "lock")
+    __slots__ = ("busy", "ident", "lock")
 
-    def __init__(self, local: _ThreadState | None = None) -> None:
-        self.reset(local)
+    def __init__(self) -> None:
+        self.reset()
 
-    def reset(self, local: _ThreadState | None) -> None:
+    def reset(self) -> None:
         """The current thread is alone again (a new runtime, or a forked child,
         whose lock the parent's other threads may have held at the fork)."""
-        self.local = local
         self.ident: int | None = threading.get_ident()
         self.busy = False
         self.lock = threading.Lock()
 
+    def run(self, step: Callable[[_A], _T], arg: _A) -> _T:
+        """``step(arg)``, with no other thread's step under way."""
+        ident = threading.get_ident()
+        if self.ident == ident:
+            self.busy = True
+            try:
+                if self.ident == ident:  # still alone
+                    return step(arg)
+            finally:
+                # (also on KeyboardInterrupt: left up, it would hang the next
+                # thread to run a step, in ``share``)
+                self.busy = False
+        elif self.ident is not None:
+            self.share()
+        with self.lock:
+            return step(arg)
+
     def share(self) -> None:
-        self.local = None
         self.ident = None
         while self.busy:
             time.sleep(0)  # (the GIL goes to the other thread)
@@ -235,6 +251,9 @@ class Counters:
     failed: int = 0
     unmemoized: int = 0
 
+
+_A = TypeVar("_A")
+_T = TypeVar("_T")
 
 _MISSING = object()
 #: Values whose meaning as a dependency depends on their identity only.
@@ -274,7 +293,7 @@ class Runtime:
         self._by_import_name: dict[str, ModuleState] = {}
         self.counters = Counters()
         self._threads = _PerThread()
-        self._gate = _SoleThreadGate(self._threads.state)
+        self._gate = _SoleThreadGate()
         self._immutable_hashes: dict[int, tuple[object, str]] = {}
         self._file_versions: dict[str, tuple[float, dict[str, str]]] = {}
         self._compatibility: Compatibility | None = None
@@ -366,37 +385,23 @@ class Runtime:
         head = prefix + ":"
         start = len(head)
         index_of: dict[str, int] = {}
-        gate = self._gate
-        get_ident = threading.get_ident
+        run = self._gate.run
+
+        def lower(key: str) -> None:
+            index = index_of[key]
+            unseen[index] = False
+            record((unseen, index))
+            add(key)
 
         def mark(key: str) -> None:
-            index = index_of.get(key)
-            if index is None:
+            if key not in index_of:
                 if not key.startswith(head):
                     # Code of another module run with these globals: its flag
                     # is not here (it is seen whenever its flag's place is up).
                     add(key)
                     return
-                index = index_of[key] = int(key[start:])
-            ident = get_ident()
-            if gate.ident == ident:
-                gate.busy = True
-                try:
-                    if gate.ident == ident:  # still alone
-                        unseen[index] = False
-                        record((unseen, index))
-                        add(key)
-                        return
-                finally:
-                    # (also on KeyboardInterrupt: a flag left up would hang
-                    # the next thread to begin a call, in ``share``)
-                    gate.busy = False
-            elif gate.local is not None:
-                gate.share()
-            with gate.lock:
-                unseen[index] = False
-                record((unseen, index))
-                add(key)
+                index_of[key] = int(key[start:])
+            run(lower, key)
 
         return mark
 
@@ -410,23 +415,12 @@ class Runtime:
 
         Another thread's call or mark must not come between the check and the
         emptying: a lock ensures it, once a second thread has begun calls or
-        marked. Until then the thread that made the runtime goes without (the
+        marked; until then the thread that made the runtime goes without (the
         lock costs ~0.5 us in a call's path; ``_SoleThreadGate``).
         ``_end_computing`` needs no lock: it reads ``seen`` before its call
         stops counting as open.
         """
-        gate = self._gate
-        if local is gate.local:
-            gate.busy = True
-            try:
-                if local is gate.local:  # still alone
-                    return self._open_span_now(len(local.stack))
-            finally:
-                gate.busy = False  # (see _module_mark)
-        elif gate.local is not None:
-            gate.share()
-        with gate.lock:
-            return self._open_span_now(len(local.stack))
+        return self._gate.run(self._open_span_now, len(local.stack))
 
     def _open_span_now(self, own: int) -> set[str]:
         """``_open_span`` once no other thread can begin a call meanwhile; this
@@ -819,7 +813,7 @@ class Runtime:
         self._rearm_marks()
         self._open = []  # the parent's other threads do not run here
         # Reset in place: the marks hold this gate.
-        self._gate.reset(self._threads.state)
+        self._gate.reset()
 
     def _is_hot(self, op: OpState) -> bool:
         """Switch ``op`` to plain execution for the rest of the run when memoizing
