@@ -18,10 +18,11 @@ The inserted code:
   ``__autopersist__.register(prefix, table)`` call carrying the facts of every entry;
 * as the first statement of every tracked function and method (after its docstring),
   ``__autopersist_unseen__[index] and __autopersist_mark__("prefix:index")``: the
-  mark, which tells the runtime this code ran during the current op call. The flag is false
-  once the function has reported since the op call began, so a function called
-  in a loop pays for one list read (about 5 ns) instead of a call (about 14 ns);
-  an expression, not an ``if``, so that it can join a line after a ``;``;
+  mark, which tells the runtime this code ran during the current op call. The
+  flag is false once the function has reported since the op call began, so a
+  function called in a loop pays for one list read (about 5 ns) instead of a call
+  (about 14 ns); an expression, not an ``if``, so that it can join a line after a
+  ``;``;
 * as the innermost decorator of every op, ``@__autopersist__.op(index, ...)``.
 
 Nothing inside function bodies is changed otherwise, so an instrumented function
