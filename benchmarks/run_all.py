@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows += per_call.run(
                     [1_000, 10_000, 100_000],
                     joblib_max=100_000 if args.full else 10_000,
+                    growth_stores=[100_000, 1_000_000] if args.full else [100_000],
                 )
         elif part == "instrumentation":
             if args.quick:
