@@ -1,6 +1,7 @@
 """Provenance within one run: which call produced a value that a later call
 takes as input (the store's ``call_links`` rows). Whole outputs are matched by
-content, elements of list, tuple and dict outputs by object identity."""
+content, but numbers, strings and bytes by object identity, as are elements of
+list, tuple and dict outputs."""
 
 from __future__ import annotations
 
@@ -11,9 +12,16 @@ from typing import Any
 class Provenance:
     """Which call produced a value seen as an input, within this run.
 
-    Whole outputs are matched by content (their value id); elements of list, tuple
-    and dict outputs by object identity, checked against a weak reference (or, for
-    objects without weak references, a strong one kept in a bounded table).
+    Whole outputs are matched by content (their value id): a copy of an earlier
+    output (``g(list(xs))``) still links to the call that returned it. Not numbers,
+    strings and bytes: two equal ones are more often a coincidence (``inc(i)`` in
+    a loop over ``range`` takes what the previous ``inc`` returned) than one value
+    passed along, which is the very object the call returned; so they are matched
+    by identity. Values Python shares between unrelated places (small ints,
+    one-character strings), where identity says no more than equality, keep being
+    matched by content. Elements of list, tuple and dict outputs are matched by
+    identity too, checked against a weak reference (or, for objects without weak
+    references, a strong one kept in a bounded table).
     """
 
     LIMIT = 100_000
@@ -27,21 +35,29 @@ class Provenance:
         kind = type(result)
         if result is None or kind is bool:
             return  # too common to say where it came from
+        if kind in _SCALARS and not _is_shared(result):
+            # Matched by identity only; no elements, no weak references: held
+            # (bounded) in the table of elements.
+            if len(self._elements) > self.LIMIT:
+                self._elements.clear()
+            self._elements[id(result)] = (result, call_id, "")
+            return
         if len(self._outputs) > self.LIMIT:
             self._outputs.clear()
         self._outputs[output_id] = call_id
         if kind in _SCALARS:
-            # No elements, no weak references: held (bounded) by identity.
-            if not _is_shared(result):
-                if len(self._elements) > self.LIMIT:
-                    self._elements.clear()
-                self._elements[id(result)] = (result, call_id, "")
             return
         # The output object itself too: a list built from several outputs (e.g.
         # ensemble([model(k) for k in ks])) is linked element by element.
         for path, element in [("", result), *_elements(result, self.ELEMENTS)]:
             if _is_shared(element):
                 continue  # cached small ints, None, booleans: identity says nothing
+            if path:
+                known = self._element_source(element)
+                if known is not None and not known[1]:
+                    # The call that returned this object whole made it; this one
+                    # only packs it (``outer`` returning ``[inner(a), inner(b)]``).
+                    continue
             if len(self._elements) > self.LIMIT:
                 self._elements.clear()
             try:

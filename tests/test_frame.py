@@ -74,6 +74,38 @@ SHAPES = """
     main()
     """
 
+COINCIDENCES = """
+    # persist
+    def inc(x):
+        return x + 1
+
+    def scale(x):
+        return x * 2.5
+
+    def label(name):
+        return name.upper()
+
+    def pick():
+        return 3
+
+    def use(k):
+        return k * 10
+
+    def main():
+        for i in range(1000, 1004):
+            inc(i)  # i equals what the previous inc returned, by coincidence
+        scale(4.0)
+        scale(10.0)  # equal to what scale(4.0) returned, not it
+        x = 5000
+        for _ in range(2):
+            x = inc(x)  # the very object the previous inc returned
+        name = label("xy")
+        label(name)
+        use(pick())  # 3: one object that Python shares, linked by equality
+
+    main()
+    """
+
 ENSEMBLE = """
     # persist
     def model(k):
@@ -268,6 +300,33 @@ def test_nested_calls_are_producers_like_any_other(shapes):
     assert table["v"].tolist() == [4.875]
     parents = shapes.frame("outer")
     assert parents.df()["n"].tolist() == [3]
+
+
+def test_equal_numbers_and_strings_link_only_when_passed_along(tmp_path_factory):
+    project = _run(tmp_path_factory, "coincidences", COINCIDENCES)
+    conn = sqlite3.connect(project.store / "store.db")
+    try:
+        links = conn.execute(
+            "SELECT c.op_id, l.name, s.op_id, v.preview FROM call_links l "
+            "JOIN calls c ON c.call_id = l.call_id "
+            "JOIN calls s ON s.call_id = l.source_call_id "
+            "JOIN call_values e ON e.call_id = l.call_id AND e.name = l.name "
+            "JOIN value_rows v ON v.value_id = e.value_id"
+        ).fetchall()
+    finally:
+        conn.close()
+    found = {
+        (op.split(":")[-1], name, source.split(":")[-1], preview)
+        for op, name, source, preview in links
+    }
+    assert found == {
+        ("inc", "x", "inc", "5001"),
+        ("label", "name", "label", "'XY'"),
+        ("use", "k", "pick", "3"),
+    }
+    with autopersist.Store(project.store) as store:
+        assert store.frame("scale").expand_back().ops == ["scale"]
+        assert store.frame("use").expand_back().ops == ["pick", "use"]
 
 
 def test_repeated_application_unrolls_without_cycles(shapes):
