@@ -1,7 +1,7 @@
 """Provenance within one run: which call produced a value that a later call
 takes as input (the store's ``call_links`` rows). Whole outputs are matched by
-content, but numbers, strings and bytes by object identity, as are elements of
-list, tuple and dict outputs."""
+content, but numbers, strings, bytes and empty containers by object identity, as
+are elements of list, tuple and dict outputs."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ class Provenance:
     strings and bytes: two equal ones are more often a coincidence (``inc(i)`` in
     a loop over ``range`` takes what the previous ``inc`` returned) than one value
     passed along, which is the very object the call returned; so they are matched
-    by identity. Values Python shares between unrelated places (small ints,
-    one-character strings), where identity says no more than equality, keep being
-    matched by content. Elements of list, tuple and dict outputs are matched by
-    identity too, checked against a weak reference (or, for objects without weak
-    references, a strong one kept in a bounded table).
+    by identity, and so are empty containers (``[]`` returned by one call and
+    written as a literal for another). Values Python shares between unrelated
+    places (None, booleans, small ints, one-character strings) are not matched at
+    all: one object stands for every equal value. Elements of list, tuple and dict
+    outputs are matched by identity too, checked against a weak reference (or, for
+    objects without weak references, a strong one kept in a bounded table).
     """
 
     LIMIT = 100_000
@@ -32,12 +33,11 @@ class Provenance:
         self._elements: dict[int, tuple[Any, str, str]] = {}  # id -> (ref, call, path)
 
     def produced(self, call_id: str, result: object, output_id: str) -> None:
-        kind = type(result)
-        if result is None or kind is bool:
-            return  # too common to say where it came from
-        if kind in _SCALARS and not _is_shared(result):
-            # Matched by identity only; no elements, no weak references: held
-            # (bounded) in the table of elements.
+        if _is_shared(result):
+            return  # one object for every equal value: nothing tells where it came from
+        if type(result) in _SCALARS or _is_empty(result):
+            # Matched by identity only, held (bounded) in the table of elements:
+            # numbers, strings, lists and dicts take no weak references.
             if len(self._elements) > self.LIMIT:
                 self._elements.clear()
             self._elements[id(result)] = (result, call_id, "")
@@ -45,8 +45,6 @@ class Provenance:
         if len(self._outputs) > self.LIMIT:
             self._outputs.clear()
         self._outputs[output_id] = call_id
-        if kind in _SCALARS:
-            return
         # The output object itself too: a list built from several outputs (e.g.
         # ensemble([model(k) for k in ks])) is linked element by element.
         for path, element in [("", result), *_elements(result, self.ELEMENTS)]:
@@ -99,6 +97,11 @@ class Provenance:
 
 #: Output types without elements that cannot be weakly referenced.
 _SCALARS = frozenset({int, float, complex, str, bytes})
+_CONTAINERS = frozenset({list, tuple, dict, set, frozenset})
+
+
+def _is_empty(value: object) -> bool:
+    return type(value) in _CONTAINERS and not value
 
 
 def _is_shared(value: object) -> bool:

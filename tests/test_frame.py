@@ -91,6 +91,15 @@ COINCIDENCES = """
     def use(k):
         return k * 10
 
+    def findings(n):
+        return [i for i in range(n) if i > 5]
+
+    def size(items):
+        return len(items)
+
+    def count(items):
+        return len(items)
+
     def main():
         for i in range(1000, 1004):
             inc(i)  # i equals what the previous inc returned, by coincidence
@@ -101,7 +110,10 @@ COINCIDENCES = """
             x = inc(x)  # the very object the previous inc returned
         name = label("xy")
         label(name)
-        use(pick())  # 3: one object that Python shares, linked by equality
+        use(pick())  # 3: one object that Python shares for every 3, never linked
+        found = findings(3)  # []
+        size([])  # an equal empty list, written here
+        count(found)  # the very list findings returned
 
     main()
     """
@@ -302,7 +314,9 @@ def test_nested_calls_are_producers_like_any_other(shapes):
     assert parents.df()["n"].tolist() == [3]
 
 
-def test_equal_numbers_and_strings_link_only_when_passed_along(tmp_path_factory):
+def test_equal_numbers_strings_and_empty_lists_link_only_when_passed_along(
+    tmp_path_factory,
+):
     project = _run(tmp_path_factory, "coincidences", COINCIDENCES)
     conn = sqlite3.connect(project.store / "store.db")
     try:
@@ -322,11 +336,12 @@ def test_equal_numbers_and_strings_link_only_when_passed_along(tmp_path_factory)
     assert found == {
         ("inc", "x", "inc", "5001"),
         ("label", "name", "label", "'XY'"),
-        ("use", "k", "pick", "3"),
+        ("count", "items", "findings", "[]"),
     }
     with autopersist.Store(project.store) as store:
         assert store.frame("scale").expand_back().ops == ["scale"]
-        assert store.frame("use").expand_back().ops == ["pick", "use"]
+        assert store.frame("use").expand_back().ops == ["use"]
+        assert store.frame("count").expand_back().ops == ["findings", "count"]
 
 
 def test_repeated_application_unrolls_without_cycles(shapes):
