@@ -3,8 +3,8 @@
 An op called many times in one process (a loop) would otherwise cost one indexed
 SQLite query per call (~2-3 µs): the storage loads all the op's reusable calls
 once, when its lookups reach ``LOAD_AFTER_LOOKUPS`` and ``LOAD_SHARE`` of the
-store's calls (or the calls they found reach ``LOAD_SHARE_HITS``), and from then
-on answers from this index, which the calls the process stores are added to as
+op's stored calls (or the calls they found reach ``LOAD_SHARE_HITS``), and from
+then on answers from this index, which the calls the process stores are added to as
 well. Calls that other processes store after the load are not seen: such a call
 is computed again and stored under the same content-derived id (kept once)."""
 
@@ -13,17 +13,25 @@ from __future__ import annotations
 #: Lookups of one op (by SQL) after which its calls may be loaded into memory:
 #: small scripts never pay for the load (~1-5 µs per stored call, once) ...
 LOAD_AFTER_LOOKUPS = 50
-#: ... and then only once the lookups reach this share of the store's calls. A load
-#: costs ~1.5 µs per stored call; a lookup by SQL ~1.5 (miss) to ~3 µs (hit) more
-#: than one in memory. Loading when the lookups so far have cost about as much as
-#: the load would (the ski-rental rule) keeps a run within about twice the cost of
-#: the better choice, whatever its length: a run of 10k new calls into a store of
-#: 100k keeps using SQL, one that looks up most of the store loads on the way ...
+#: ... and then only once the lookups reach this share of the op's stored calls
+#: (all versions; other ops' calls do not count). A load costs ~1.5-2 µs per
+#: stored call of the op; a lookup by SQL ~1.5 (miss) to ~3 µs (hit) more than one
+#: in memory. Loading when the lookups so far have cost about as much as the load
+#: would (the ski-rental rule) keeps a run within about twice the cost of the
+#: better choice, whatever its length: a run of 10k new calls of an op with 100k
+#: stored calls keeps using SQL, one that looks up most of them loads on the way,
+#: and a new op (none stored) loads its empty index at once, however big the
+#: store ...
 LOAD_SHARE = 0.4
-#: ... or sooner, once this share of the store's calls has been found: lookups that
-#: find their calls are most often a script run again over the work it stored,
-#: which goes on to look up most of it.
+#: ... or sooner, once this share of the op's stored calls has been found: lookups
+#: that find their calls are most often a script run again over the work it
+#: stored, which goes on to look up most of it.
 LOAD_SHARE_HITS = 0.1
+#: An op holding less than this share of the store's calls is loaded through its
+#: range of the ``calls_by_inputs`` index (one probe of the table per call), a
+#: bigger one by a scan of the whole table (each page read once, other ops' rows
+#: skipped in SQLite).
+INDEX_LOAD_SHARE = 0.25
 #: Outputs whose pickled bytes are at most this long are kept in the index, so
 #: reusing them reads nothing from the store.
 SMALL_OUTPUT = 256

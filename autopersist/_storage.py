@@ -44,6 +44,7 @@ from typing import Any
 from autopersist._batch_sql import Statement, execute_batch
 from autopersist._blobfile import read_blob
 from autopersist._call_index import (
+    INDEX_LOAD_SHARE,
     LOAD_AFTER_LOOKUPS,
     LOAD_SHARE,
     LOAD_SHARE_HITS,
@@ -357,7 +358,7 @@ class Storage:
         self._deps_cache: dict[str, dict[str, str]] = {}
         #: Ops whose reusable calls are held in memory (see ``_call_index``); for
         #: the others, the SQL lookups made so far, how many found a call, and
-        #: the store's size when first asked.
+        #: how many calls the store held of the op when first asked.
         self._indexes: dict[str, OpIndex] = {}
         self._lookups: dict[str, int] = {}
         self._hits: dict[str, int] = {}
@@ -462,9 +463,12 @@ class Storage:
         if lookups >= LOAD_AFTER_LOOKUPS:
             stored = self._stored.get(op_id)
             if stored is None:
-                # A load reads the whole calls table (see _call_index).
-                rows = self._query("SELECT max(rowid) FROM calls", ())
-                stored = self._stored[op_id] = rows[0][0] or 0
+                # Counted in the op's range of ``calls_by_inputs`` (~0.03 µs a
+                # call, once): other ops' calls do not make this op's load dearer.
+                rows = self._query(
+                    "SELECT count(*) FROM calls WHERE op_id = ?", (op_id,)
+                )
+                stored = self._stored[op_id] = rows[0][0]
             if (
                 lookups >= stored * LOAD_SHARE
                 or self._hits.get(op_id, 0) >= stored * LOAD_SHARE_HITS
@@ -490,11 +494,16 @@ class Storage:
         # No commit may move rows from ``_committing`` to the database between the
         # read and the merge of the buffered rows below.
         with self._commit_lock:
-            # A scan of the whole table in storage order beats the index here:
-            # reading an op's rows through it costs a random probe per row.
+            # Through the op's range of ``calls_by_inputs`` (a probe of the table
+            # per call) when the op holds few of the store's calls; else a scan of
+            # the whole table in storage order, which reads each page once.
+            stored = self._stored.get(op_id)
+            total = self._query("SELECT max(rowid) FROM calls", ())[0][0] or 0
+            by_index = stored is not None and stored < total * INDEX_LOAD_SHARE
             rows = self._query(
                 "SELECT inputs_id, call_id, deps_id, output_id, output_data "
-                "FROM calls WHERE +op_id = ? AND status = 'ok' ORDER BY rowid",
+                f"FROM calls WHERE {'' if by_index else '+'}op_id = ? "
+                "AND status = 'ok' ORDER BY rowid",
                 (op_id,),
             )
             index.extend(rows)

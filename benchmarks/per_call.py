@@ -22,7 +22,7 @@ Growth, two ways. Fresh stores: µs/call of the largest size over the 10k figure
 (the issue's target: runs that build a store of 100k calls cost per call what runs
 of 10k do). Big stores (``--growth-stores``, default the largest size): 10,000 new
 calls (then the same reused) in a store that already holds 100k (or 1M) calls,
-against the 10k figures of a fresh store; and, for comparison, what merging an
+of the same op and of another op, against the 10k figures of a fresh store; and, for comparison, what merging an
 eighth of that many calls, stored apart, into the big store costs per merged call
 (``ATTACH`` and ``INSERT OR IGNORE`` of every table, commit and checkpoint, with
 the run's writer settings): the price a small level of recent calls, merged into
@@ -59,7 +59,7 @@ import time
 import ops
 
 start, n = int(sys.argv[1]), int(sys.argv[2])
-inc = ops.inc
+inc = getattr(ops, sys.argv[3] if len(sys.argv) > 3 else "inc")
 c0 = time.process_time()
 t0 = time.perf_counter()
 for i in range(start, start + n):
@@ -115,11 +115,18 @@ conn.close()  # the checkpoint, as at the end of a run
 print("BENCH " + json.dumps({"seconds": time.perf_counter() - t0}))
 """
 
+#: A second op beside ``inc`` in ``ops.py``: the big-store rows also make 10k
+#: calls of it into a store whose calls are all ``inc``'s.
+OTHER_OP = """
+def dec(x):  # persist: always
+    return x - 1
+"""
+
 BENCH = "per-call"
 
 
 def _setup(directory: str) -> None:
-    write(directory, "ops.py", INC_OPS)
+    write(directory, "ops.py", INC_OPS + OTHER_OP)
     write(directory, "main.py", MAIN)
     write(directory, "jl_main.py", JOBLIB_MAIN)
 
@@ -190,17 +197,18 @@ def measure_joblib(n: int, reps: int) -> dict[str, float]:
     return _new_and_reused(reps, n, runs)
 
 
-def measure_growth(prefill: int, n: int) -> dict[str, float]:
-    """µs/call of ``n`` new then reused calls in a store already holding ``prefill``:
-    in the loop, and over the whole run (wall minus a 0-call run on that store)."""
+def measure_growth(prefill: int, n: int, op: str = "inc") -> dict[str, float]:
+    """µs/call of ``n`` new then reused calls of ``op`` in a store already holding
+    ``prefill`` calls of ``inc``: in the loop, and over the whole run (wall minus a
+    0-call run on that store)."""
     with tempfile.TemporaryDirectory(prefix="apbench-") as d:
         _setup(d)
         run_child(ap_args("main.py", 0, prefill), d)
         base = median(
-            run_child(ap_args("main.py", prefill, 0), d).wall for _ in range(3)
+            run_child(ap_args("main.py", prefill, 0, op), d).wall for _ in range(3)
         )
-        first = run_child(ap_args("main.py", prefill, n), d)
-        second = run_child(ap_args("main.py", prefill, n), d)
+        first = run_child(ap_args("main.py", prefill, n, op), d)
+        second = run_child(ap_args("main.py", prefill, n, op), d)
     return {
         "new_loop": _us(first.data["seconds"], n),
         "reuse_loop": _us(second.data["seconds"], n),
@@ -331,21 +339,22 @@ def _big_store_rows(prefill: int, fresh: dict[str, float]) -> list[Row]:
     """10k calls into a store of ``prefill`` calls against ``fresh`` (the 10k
     figures of a fresh store), and the merge figure."""
     label = _label(prefill)
-    progress(f"per-call: 10k calls into a store holding {label}")
-    g = measure_growth(prefill, 10_000)
     rows = []
-    for kind, name in (("new", "new"), ("reuse", "reused")):
-        for part, where in (("run", "whole run"), ("loop", "loop")):
-            ratio = g[f"{kind}_{part}"] / fresh[f"{kind}_{part}"]
-            rows.append(
-                Row(
-                    BENCH,
-                    f"{name}, 10k calls into a store holding {label}, {where} "
-                    f"({ratio:.2f}x the 10k fresh store)",
-                    "µs/call",
-                    g[f"{kind}_{part}"],
+    for op, whose in (("inc", ""), ("dec", " of another op")):
+        progress(f"per-call: 10k calls{whose} into a store holding {label}")
+        g = measure_growth(prefill, 10_000, op)
+        for kind, name in (("new", "new"), ("reuse", "reused")):
+            for part, where in (("run", "whole run"), ("loop", "loop")):
+                ratio = g[f"{kind}_{part}"] / fresh[f"{kind}_{part}"]
+                rows.append(
+                    Row(
+                        BENCH,
+                        f"{name}, 10k calls into a store holding {label}{whose}, "
+                        f"{where} ({ratio:.2f}x the 10k fresh store)",
+                        "µs/call",
+                        g[f"{kind}_{part}"],
+                    )
                 )
-            )
     share = prefill // 8
     progress(f"per-call: merging {_label(share)} calls into a store holding {label}")
     rows.append(

@@ -145,8 +145,56 @@ def test_few_lookups_in_a_big_store_use_sql(project):
         rerun.close()
 
 
-def _row(n: int, inputs: str, deps: str, data: bytes | None, status: str = "ok"):
-    return (f"c{n:04d}", "m:f", "v1", inputs, deps, f"o{n:04d}", status, "run-1")
+def test_an_op_with_few_calls_loads_whatever_the_other_ops_hold(tmp_path):
+    """The load threshold counts the op's own stored calls: next to 2,000 calls of
+    another op, an op with none loads its (empty) index after
+    ``LOAD_AFTER_LOOKUPS`` lookups, one with 300 after ``LOAD_SHARE`` of them,
+    through the index; and the loaded index answers as SQL does."""
+    storage = Storage(tmp_path / "store")
+    for n in range(2_000):
+        storage.add_call(
+            (*_row(n, f"g{n}", "d1", None, op="m:g"), 0.0, 0.0, None, None), []
+        )
+        if n % 10 == 3:
+            for k in (0, 1):  # m:f, 2 calls per inputs (two dependency sets)
+                row = _row(10_000 + 2 * n + k, f"f{n}", f"d{k}", b"\x80x", op="m:f")
+                storage.add_call((*row, 0.0, 0.0, None, b"\x80x"), [])
+    storage.flush()
+    storage.close()
+    few = int(400 * LOAD_SHARE)
+    assert few > LOAD_AFTER_LOOKUPS
+    run = Storage(tmp_path / "store")
+    by_sql = Storage(tmp_path / "store")
+    try:
+        for i in range(LOAD_AFTER_LOOKUPS - 1):
+            assert run.candidates("m:new", f"x{i}") == ()
+        assert "m:new" not in run._indexes
+        assert run.candidates("m:new", "x") == ()
+        assert "m:new" in run._indexes  # none stored: loaded at once
+        for i in range(few - 1):
+            assert run.candidates("m:f", f"miss{i}") == ()
+        assert "m:f" not in run._indexes
+        assert run.candidates("m:f", "f13") == by_sql.candidates("m:f", "f13")
+        assert "m:f" in run._indexes  # 40% of its 400 calls looked up
+        for n in range(2_000):
+            expected = by_sql.candidates("m:f", f"f{n}")
+            assert run.candidates("m:f", f"f{n}") == expected
+            assert len(expected) == (2 if n % 10 == 3 else 0)
+        assert "m:g" not in run._indexes
+    finally:
+        run.close()
+        by_sql.close()
+
+
+def _row(
+    n: int,
+    inputs: str,
+    deps: str,
+    data: bytes | None,
+    status: str = "ok",
+    op: str = "m:f",
+):
+    return (f"c{n:04d}", op, "v1", inputs, deps, f"o{n:04d}", status, "run-1")
 
 
 def test_a_loaded_index_answers_as_sql_does(tmp_path):
