@@ -14,14 +14,14 @@ from __future__ import annotations
 #: small scripts never pay for the load (~1-5 µs per stored call, once) ...
 LOAD_AFTER_LOOKUPS = 50
 #: ... and then only once the lookups reach this share of the op's stored calls
-#: (all versions; other ops' calls do not count). A load costs ~1.5-2 µs per
-#: stored call of the op; a lookup by SQL ~1.5 (miss) to ~3 µs (hit) more than one
-#: in memory. Loading when the lookups so far have cost about as much as the load
-#: would (the ski-rental rule) keeps a run within about twice the cost of the
-#: better choice, whatever its length: a run of 10k new calls of an op with 100k
-#: stored calls keeps using SQL, one that looks up most of them loads on the way,
-#: and a new op (none stored) loads its empty index at once, however big the
-#: store ...
+#: (all versions; other ops' calls do not count, up to ``COUNTED_CALLS``). A load
+#: costs ~1.5-2 µs per stored call of the op; a lookup by SQL ~1.5 (miss) to ~3 µs
+#: (hit) more than one in memory. Loading when the lookups so far have cost about
+#: as much as the load would (the ski-rental rule) keeps a run within about twice
+#: the cost of the better choice, whatever its length: a run of 10k new calls of
+#: an op with 100k stored calls keeps using SQL, one that looks up most of them
+#: loads on the way, and a new op (none stored) loads its empty index at once,
+#: however big the store ...
 LOAD_SHARE = 0.4
 #: ... or sooner, once this share of the op's stored calls has been found: lookups
 #: that find their calls are most often a script run again over the work it
@@ -32,6 +32,11 @@ LOAD_SHARE_HITS = 0.1
 #: bigger one by a scan of the whole table (each page read once, other ops' rows
 #: skipped in SQLite).
 INDEX_LOAD_SHARE = 0.25
+#: An op's stored calls are counted (once per process, in its range of
+#: ``calls_by_inputs``, ~0.03 µs a call) up to this many; an op with more is
+#: taken to hold the whole store, the count of which is read at once: counting a
+#: million calls through would cost a short run more than its load could save.
+COUNTED_CALLS = 10_000
 #: Outputs whose pickled bytes are at most this long are kept in the index, so
 #: reusing them reads nothing from the store.
 SMALL_OUTPUT = 256

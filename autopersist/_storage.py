@@ -44,6 +44,7 @@ from typing import Any
 from autopersist._batch_sql import Statement, execute_batch
 from autopersist._blobfile import read_blob
 from autopersist._call_index import (
+    COUNTED_CALLS,
     INDEX_LOAD_SHARE,
     LOAD_AFTER_LOOKUPS,
     LOAD_SHARE,
@@ -463,12 +464,7 @@ class Storage:
         if lookups >= LOAD_AFTER_LOOKUPS:
             stored = self._stored.get(op_id)
             if stored is None:
-                # Counted in the op's range of ``calls_by_inputs`` (~0.03 µs a
-                # call, once): other ops' calls do not make this op's load dearer.
-                rows = self._query(
-                    "SELECT count(*) FROM calls WHERE op_id = ?", (op_id,)
-                )
-                stored = self._stored[op_id] = rows[0][0]
+                stored = self._stored[op_id] = self._stored_calls(op_id)
             if (
                 lookups >= stored * LOAD_SHARE
                 or self._hits.get(op_id, 0) >= stored * LOAD_SHARE_HITS
@@ -486,6 +482,21 @@ class Storage:
         if found:
             self._hits[op_id] = self._hits.get(op_id, 0) + 1
         return tuple(found)
+
+    def _stored_calls(self, op_id: str) -> int:
+        """How many calls the store holds of ``op_id``: counted in its range of
+        ``calls_by_inputs`` (~0.03 µs a call) up to ``COUNTED_CALLS``, so that
+        other ops' calls do not delay a small op's load; beyond, the whole
+        store's (an upper bound, read at once), as counting a big op's calls
+        through would cost a short run more than it could save."""
+        rows = self._query(
+            "SELECT count(*) FROM (SELECT 1 FROM calls WHERE op_id = ? LIMIT ?)",
+            (op_id, COUNTED_CALLS),
+        )
+        if rows[0][0] < COUNTED_CALLS:
+            return int(rows[0][0])
+        rows = self._query("SELECT max(rowid) FROM calls", ())
+        return int(rows[0][0] or 0)
 
     def _load_index(self, op_id: str) -> OpIndex:
         """Read all of ``op_id``'s reusable calls into an ``OpIndex``, which from

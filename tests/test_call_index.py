@@ -145,11 +145,12 @@ def test_few_lookups_in_a_big_store_use_sql(project):
         rerun.close()
 
 
-def test_an_op_with_few_calls_loads_whatever_the_other_ops_hold(tmp_path):
+def test_an_op_with_few_calls_loads_whatever_the_other_ops_hold(tmp_path, monkeypatch):
     """The load threshold counts the op's own stored calls: next to 2,000 calls of
     another op, an op with none loads its (empty) index after
     ``LOAD_AFTER_LOOKUPS`` lookups, one with 300 after ``LOAD_SHARE`` of them,
-    through the index; and the loaded index answers as SQL does."""
+    through the index; and the loaded index answers as SQL does. An op with more
+    calls than ``COUNTED_CALLS`` is taken to hold the whole store."""
     storage = Storage(tmp_path / "store")
     for n in range(2_000):
         storage.add_call(
@@ -184,6 +185,18 @@ def test_an_op_with_few_calls_loads_whatever_the_other_ops_hold(tmp_path):
     finally:
         run.close()
         by_sql.close()
+    # An op with more calls than are counted is taken to hold the whole store
+    # (2,400 calls): loaded after 40% of that, not of its own 2,000.
+    monkeypatch.setattr("autopersist._storage.COUNTED_CALLS", 1_000)
+    big = Storage(tmp_path / "store")
+    try:
+        for i in range(int(2_400 * LOAD_SHARE) - 1):
+            assert big.candidates("m:g", f"miss{i}") == ()
+        assert "m:g" not in big._indexes
+        assert len(big.candidates("m:g", "g7")) == 1
+        assert "m:g" in big._indexes
+    finally:
+        big.close()
 
 
 def _row(
