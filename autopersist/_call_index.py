@@ -32,11 +32,12 @@ LOAD_SHARE_HITS = 0.1
 #: bigger one by a scan of the whole table (each page read once, other ops' rows
 #: skipped in SQLite).
 INDEX_LOAD_SHARE = 0.25
-#: An op's stored calls are counted (once per process, in its range of
-#: ``calls_by_inputs``, ~0.03 µs a call) up to this many; an op with more is
-#: taken to hold the whole store, the count of which is read at once: counting a
-#: million calls through would cost a short run more than its load could save.
-COUNTED_CALLS = 10_000
+#: An op's stored calls are counted (once per process, after its first
+#: ``LOAD_AFTER_LOOKUPS`` lookups, in its range of ``calls_by_inputs``: ~0.03 µs a
+#: call, 1.5 ms for 50k) up to this many; an op with more is taken to hold the
+#: whole store, the size of which is read at once: counting a million calls
+#: through (30 to 100 ms) would cost a short run more than its load could save.
+COUNTED_CALLS = 50_000
 #: Outputs whose pickled bytes are at most this long are kept in the index, so
 #: reusing them reads nothing from the store.
 SMALL_OUTPUT = 256
