@@ -22,11 +22,12 @@ Growth, two ways. Fresh stores: µs/call of the largest size over the 10k figure
 (the issue's target: runs that build a store of 100k calls cost per call what runs
 of 10k do). Big stores (``--growth-stores``, default the largest size): 10,000 new
 calls (then the same reused) in a store that already holds 100k (or 1M) calls,
-of the same op and of another op, against the 10k figures of a fresh store; and, for comparison, what merging an
-eighth of that many calls, stored apart, into the big store costs per merged call
-(``ATTACH`` and ``INSERT OR IGNORE`` of every table, commit and checkpoint, with
-the run's writer settings): the price a small level of recent calls, merged into
-the big tables now and then, would pay for each call it holds.
+of the same op and of another op, against the 10k figures of a fresh store; and,
+for comparison, what merging an eighth of that many calls, stored apart, into the
+big store costs per merged call (``ATTACH`` and ``INSERT OR IGNORE`` of every
+table, commit and checkpoint, with the run's writer settings): the price a small
+level of recent calls, merged into the big tables now and then, would pay for
+each call it holds.
 """
 
 from __future__ import annotations
