@@ -359,7 +359,8 @@ class Storage:
         self._deps_cache: dict[str, dict[str, str]] = {}
         #: Ops whose reusable calls are held in memory (see ``_call_index``); for
         #: the others, the SQL lookups made so far, how many found a call, and
-        #: how many calls the store held of the op when first asked.
+        #: how many calls the store held of the op when first asked
+        #: (``_stored_calls``).
         self._indexes: dict[str, OpIndex] = {}
         self._lookups: dict[str, int] = {}
         self._hits: dict[str, int] = {}
@@ -469,7 +470,7 @@ class Storage:
                 lookups >= stored * LOAD_SHARE
                 or self._hits.get(op_id, 0) >= stored * LOAD_SHARE_HITS
             ):
-                return self._load_index(op_id).get(inputs_id)
+                return self._load_index(op_id, stored).get(inputs_id)
         found: list[Candidate] = self._query(
             "SELECT call_id, deps_id, output_id, output_data FROM calls "
             "WHERE op_id = ? AND inputs_id = ? AND status = 'ok' ORDER BY rowid",
@@ -495,12 +496,16 @@ class Storage:
         )
         if rows[0][0] < COUNTED_CALLS:
             return int(rows[0][0])
-        rows = self._query("SELECT max(rowid) FROM calls", ())
-        return int(rows[0][0] or 0)
+        return self._store_size()
 
-    def _load_index(self, op_id: str) -> OpIndex:
-        """Read all of ``op_id``'s reusable calls into an ``OpIndex``, which from
-        now on also receives the calls this process stores."""
+    def _store_size(self) -> int:
+        """How many calls the store holds, about (the last row's id: read at once)."""
+        return int(self._query("SELECT max(rowid) FROM calls", ())[0][0] or 0)
+
+    def _load_index(self, op_id: str, stored: int) -> OpIndex:
+        """Read all of ``op_id``'s reusable calls (``stored``: about how many calls
+        of it the store holds, see ``_stored_calls``) into an ``OpIndex``, which
+        from now on also receives the calls this process stores."""
         index = OpIndex()
         # No commit may move rows from ``_committing`` to the database between the
         # read and the merge of the buffered rows below.
@@ -508,9 +513,7 @@ class Storage:
             # Through the op's range of ``calls_by_inputs`` (a probe of the table
             # per call) when the op holds few of the store's calls; else a scan of
             # the whole table in storage order, which reads each page once.
-            stored = self._stored.get(op_id)
-            total = self._query("SELECT max(rowid) FROM calls", ())[0][0] or 0
-            by_index = stored is not None and stored < total * INDEX_LOAD_SHARE
+            by_index = stored < self._store_size() * INDEX_LOAD_SHARE
             rows = self._query(
                 "SELECT inputs_id, call_id, deps_id, output_id, output_data "
                 f"FROM calls WHERE {'' if by_index else '+'}op_id = ? "

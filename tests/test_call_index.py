@@ -148,7 +148,7 @@ def test_few_lookups_in_a_big_store_use_sql(project):
 def test_an_op_with_few_calls_loads_whatever_the_other_ops_hold(tmp_path, monkeypatch):
     """The load threshold counts the op's own stored calls: next to 2,000 calls of
     another op, an op with none loads its (empty) index after
-    ``LOAD_AFTER_LOOKUPS`` lookups, one with 300 after ``LOAD_SHARE`` of them,
+    ``LOAD_AFTER_LOOKUPS`` lookups, one with 400 after ``LOAD_SHARE`` of them,
     through the index; and the loaded index answers as SQL does. An op with more
     calls than ``COUNTED_CALLS`` is taken to hold the whole store."""
     storage = Storage(tmp_path / "store")
@@ -235,7 +235,7 @@ def test_a_loaded_index_answers_as_sql_does(tmp_path):
     by_sql = Storage(tmp_path / "store")
     loaded = Storage(tmp_path / "store")
     try:
-        index = loaded._load_index("m:f")
+        index = loaded._load_index("m:f", len(plan))
         for inputs in ("i1", "i2", "i3", "i4", "i5", "i6", "i7"):
             expected = by_sql.candidates("m:f", inputs)
             kept = tuple(
