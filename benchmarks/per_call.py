@@ -33,6 +33,7 @@ each call it holds.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -198,13 +199,20 @@ def measure_joblib(n: int, reps: int) -> dict[str, float]:
     return _new_and_reused(reps, n, runs)
 
 
-def measure_growth(prefill: int, n: int, op: str = "inc") -> dict[str, float]:
-    """µs/call of ``n`` new then reused calls of ``op`` in a store already holding
-    ``prefill`` calls of ``inc``: in the loop, and over the whole run (wall minus a
-    0-call run on that store)."""
+def prefill_store(directory: str, calls: int) -> None:
+    """A project in ``directory`` whose store holds ``calls`` calls of ``inc``."""
+    _setup(directory)
+    run_child(ap_args("main.py", 0, calls), directory)
+
+
+def measure_growth(
+    prefilled: str, prefill: int, n: int, op: str = "inc"
+) -> dict[str, float]:
+    """µs/call of ``n`` new then reused calls of ``op`` in a copy of ``prefilled``
+    (holding ``prefill`` calls of ``inc``): in the loop, and over the whole run
+    (wall minus a 0-call run on that store)."""
     with tempfile.TemporaryDirectory(prefix="apbench-") as d:
-        _setup(d)
-        run_child(ap_args("main.py", 0, prefill), d)
+        shutil.copytree(prefilled, d, dirs_exist_ok=True)
         base = median(
             run_child(ap_args("main.py", prefill, 0, op), d).wall for _ in range(3)
         )
@@ -218,15 +226,15 @@ def measure_growth(prefill: int, n: int, op: str = "inc") -> dict[str, float]:
     }
 
 
-def measure_merge(prefill: int, n: int) -> float:
-    """µs per merged call of merging a store of ``n`` new calls into one holding
-    ``prefill`` (see the module docstring)."""
+def measure_merge(prefilled: str, prefill: int, n: int) -> float:
+    """µs per merged call of merging a store of ``n`` new calls into a copy of
+    ``prefilled`` (holding ``prefill`` calls; see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="apbench-") as d:
         big, recent = Path(d, "big"), Path(d, "recent")
-        for where, start, count in ((big, 0, prefill), (recent, prefill, n)):
-            where.mkdir()
-            _setup(str(where))
-            run_child(ap_args("main.py", start, count), where)
+        shutil.copytree(prefilled, big)
+        recent.mkdir()
+        _setup(str(recent))
+        run_child(ap_args("main.py", prefill, n), recent)
         write(d, "merge.py", MERGE)
         merged = run_child(["merge.py", big, recent], d)
     return _us(merged.data["seconds"], n)
@@ -341,30 +349,37 @@ def _big_store_rows(prefill: int, fresh: dict[str, float]) -> list[Row]:
     figures of a fresh store), and the merge figure."""
     label = _label(prefill)
     rows = []
-    for op, whose in (("inc", ""), ("dec", " of another op")):
-        progress(f"per-call: 10k calls{whose} into a store holding {label}")
-        g = measure_growth(prefill, 10_000, op)
-        for kind, name in (("new", "new"), ("reuse", "reused")):
-            for part, where in (("run", "whole run"), ("loop", "loop")):
-                ratio = g[f"{kind}_{part}"] / fresh[f"{kind}_{part}"]
-                rows.append(
-                    Row(
-                        BENCH,
-                        f"{name}, 10k calls into a store holding {label}{whose}, "
-                        f"{where} ({ratio:.2f}x the 10k fresh store)",
-                        "µs/call",
-                        g[f"{kind}_{part}"],
+    with tempfile.TemporaryDirectory(prefix="apbench-") as prefilled:
+        # One store of ``prefill`` calls, copied for each measurement below.
+        progress(f"per-call: a store holding {label}")
+        prefill_store(prefilled, prefill)
+        for op, whose in (("inc", ""), ("dec", " of another op")):
+            progress(f"per-call: 10k calls{whose} into a store holding {label}")
+            g = measure_growth(prefilled, prefill, 10_000, op)
+            for kind, name in (("new", "new"), ("reuse", "reused")):
+                for part, where in (("run", "whole run"), ("loop", "loop")):
+                    ratio = g[f"{kind}_{part}"] / fresh[f"{kind}_{part}"]
+                    rows.append(
+                        Row(
+                            BENCH,
+                            f"{name}, 10k calls into a store holding {label}{whose}, "
+                            f"{where} ({ratio:.2f}x the 10k fresh store)",
+                            "µs/call",
+                            g[f"{kind}_{part}"],
+                        )
                     )
-                )
-    share = prefill // 8
-    progress(f"per-call: merging {_label(share)} calls into a store holding {label}")
+        share = prefill // 8
+        progress(
+            f"per-call: merging {_label(share)} calls into a store holding {label}"
+        )
+        merge = measure_merge(prefilled, prefill, share)
     rows.append(
         Row(
             BENCH,
             f"merging {_label(share)} calls stored apart into a store holding "
             f"{label} (per merged call)",
             "µs/call",
-            measure_merge(prefill, share),
+            merge,
         )
     )
     return rows
