@@ -50,6 +50,40 @@ def test_loops_past_the_index_load_reuse_what_they_stored(project):
     assert check_consistency(project.store) == []
 
 
+TWO_OPS = """
+# persist
+import sys
+
+def sq(x):  # persist: always
+    return x * x
+
+def cube(x):  # persist: always
+    return x * x * x
+
+op, lo, hi, rounds = sys.argv[1], *(int(a) for a in sys.argv[2:5])
+f = sq if op == "sq" else cube
+for _ in range(rounds):
+    total = sum(f(i) for i in range(lo, hi))
+print(total)
+"""
+
+
+def test_an_op_with_few_calls_beside_many_reuses_from_its_loaded_index(project):
+    # cube's 200 stored calls, beside 3,000 of sq, are loaded (through
+    # calls_by_inputs) after 80 lookups: the rest of the run, calls it stores
+    # included, is answered from memory, exactly as SQL would answer.
+    project.write("two.py", TWO_OPS)
+    assert project.run("two.py", "sq", "0", "3000", "1").returncode == 0
+    first = project.run("two.py", "cube", "0", "200", "1")
+    assert first.counts() == {"calls": 200, "reused": 0, "computed": 200, "failed": 0}
+    again = project.run("two.py", "cube", "0", "300", "2")
+    assert again.stdout == f"{sum(i**3 for i in range(300))}\n"
+    assert again.counts() == {"calls": 600, "reused": 500, "computed": 100, "failed": 0}
+    assert project.calls_of("two:cube") == 300
+    assert project.calls_of("two:sq") == 3000
+    assert check_consistency(project.store) == []
+
+
 OPS = """
 # persist
 def sq(x):  # persist: always
